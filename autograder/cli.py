@@ -1,0 +1,211 @@
+"""The ``autograder`` command: grade, self-check, regenerate the template and manifest, verify."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from . import config as config_mod
+from .results import Results
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Grade Transformer-assignment submissions in a sandboxed worker, with Gradescope results.")
+console = Console(stderr=True)
+out = Console()
+
+BUNDLED = Path(__file__).resolve().parent.parent / "assignments" / "transformer"
+AssignmentOpt = typer.Option(None, "--assignment", "-a",
+                             help="assignment directory (default: $AUTOGRADER_ASSIGNMENT or the bundled one)")
+
+
+def _load(assignment: Optional[Path]) -> config_mod.Assignment:
+    path = assignment or Path(os.environ.get("AUTOGRADER_ASSIGNMENT", BUNDLED))
+    try:
+        return config_mod.load(path)
+    except config_mod.ConfigError as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from None
+
+
+def _show(results: Results, title: str, failures: bool = True) -> None:
+    table = Table(title=title, show_lines=False)
+    for col in ("part", "score", "tests passed"):
+        table.add_column(col, justify="left" if col == "part" else "right")
+    parts = (results.extra_data or {}).get("parts", {})
+    for name, p in parts.items():
+        if p["tests"]:
+            table.add_row(name, f"{p['score']:g} / {p['max_score']:g}", f"{p['passed']} / {p['tests']}")
+    out.print(table)
+    failed = [t for t in results.tests or [] if t.status == "failed"] if failures else []
+    for t in failed:
+        first = (t.output or "").strip().splitlines()
+        out.print(f"[red]FAIL[/red] {escape(t.name or '')}" + (f"\n     {escape(first[0][:300])}" if first else ""))
+    total = sum(t.max_score or 0 for t in results.tests or [])
+    out.print(f"[bold]Total: {results.score:g} / {total:g}[/bold]  ({results.execution_time:g} s)")
+
+
+@app.command()
+def grade(
+    root: Path = typer.Argument(..., help="implementation root: a directory containing the package"),
+    assignment: Optional[Path] = AssignmentOpt,
+    suite: str = typer.Option("all", help="all, public or hidden"),
+    part: Optional[list[str]] = typer.Option(None, "--part", "-p", help="grade only these parts"),
+    results_out: Optional[Path] = typer.Option(None, "--out", "-o", help="write results.json here"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="show pytest's progress"),
+) -> None:
+    """Grade ROOT with the assignment's suites and print a summary (results.json with --out)."""
+    from .runner import grade as run_grade
+
+    cfg = _load(assignment)
+    if suite not in ("all", "public", "hidden"):
+        console.print("[red]error:[/red] --suite must be all, public or hidden")
+        raise typer.Exit(2)
+    for p in part or []:
+        if p not in cfg.part_names:
+            console.print(f"[red]error:[/red] unknown part {p!r} (parts: {', '.join(cfg.part_names)})")
+            raise typer.Exit(2)
+    with console.status(f"Grading {root} ..."):
+        results = run_grade(cfg, root, results_out, suite=suite, parts=part or None, verbose=verbose)  # type: ignore[arg-type]
+    _show(results, f"{cfg.title}: {root}")
+    if results_out:
+        console.print(f"results written to {results_out}")
+
+
+@app.command()
+def selfcheck(
+    root: Path = typer.Argument(Path("."), help="your implementation root (contains the package)"),
+    assignment: Optional[Path] = AssignmentOpt,
+) -> None:
+    """Run the public tests on your code and predict your grade from them."""
+    from .runner import grade as run_grade
+
+    cfg = _load(assignment)
+    with console.status("Running the public tests ..."):
+        results = run_grade(cfg, root, None, suite="public")
+    _show(results, "Public tests")
+    parts = (results.extra_data or {}).get("parts", {})
+    predicted = 0.0
+    table = Table(title="Predicted grade (public pass rate x part points; hidden tests decide)")
+    table.add_column("part")
+    table.add_column("predicted", justify="right")
+    for p in cfg.parts:
+        info = parts.get(p.name)
+        if not info or not info["max_score"]:
+            continue
+        share = info["score"] / info["max_score"]
+        predicted += share * p.points
+        table.add_row(p.name, f"{share * p.points:.1f} / {p.points:g}")
+    out.print(table)
+    out.print(f"[bold]Predicted total: {predicted:.1f} / {sum(p.points for p in cfg.parts):g}[/bold]")
+
+
+@app.command()
+def template(
+    check: bool = typer.Option(False, "--check", help="only check the committed template is up to date"),
+    assignment: Optional[Path] = AssignmentOpt,
+) -> None:
+    """Regenerate the student template from the reference (solution blocks become stubs)."""
+    from .template import TemplateError, generate, stale_files
+
+    cfg = _load(assignment)
+    ref_pkg = cfg.reference_root / cfg.package
+    tpl_pkg = cfg.template_root / cfg.package
+    try:
+        if check:
+            problems = stale_files(ref_pkg, tpl_pkg)
+            if problems:
+                console.print("[red]The student template is stale[/red] (run `autograder template`):")
+                for p in problems:
+                    console.print(f"  {p}")
+                raise typer.Exit(1)
+            out.print("student template is up to date")
+            return
+        files = generate(ref_pkg, tpl_pkg)
+    except TemplateError as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(1) from None
+    out.print(f"wrote {len(files)} files to {tpl_pkg}")
+
+
+@app.command()
+def manifest(
+    check: bool = typer.Option(False, "--check", help="only check the committed manifest is up to date"),
+    assignment: Optional[Path] = AssignmentOpt,
+) -> None:
+    """Collect the suites (no student code runs) and write tests/manifest.json."""
+    import tempfile
+
+    from .manifest import part_totals
+    from .runner import collect_manifest
+
+    cfg = _load(assignment)
+    with tempfile.TemporaryDirectory() as tmp:
+        fresh_path = Path(tmp) / "manifest.json"
+        entries = collect_manifest(cfg, fresh_path)
+        if check:
+            if not cfg.manifest_path.exists() or cfg.manifest_path.read_text() != fresh_path.read_text():
+                console.print("[red]The test manifest is stale[/red] (run `autograder manifest`).")
+                raise typer.Exit(1)
+            out.print(f"manifest is up to date ({len(entries)} tests)")
+        else:
+            cfg.manifest_path.write_text(fresh_path.read_text())
+            out.print(f"wrote {cfg.manifest_path} ({len(entries)} tests)")
+    totals = part_totals(entries)
+    bad = {p.name: (totals.get(p.name, 0.0), p.points) for p in cfg.parts
+           if p.name in totals and abs(totals[p.name] - p.points) > 1e-9}
+    if bad:
+        for name, (got, want) in bad.items():
+            console.print(f"[red]part {name}: its tests add up to {got:g} points, assignment.toml says {want:g}[/red]")
+        raise typer.Exit(1)
+
+
+@app.command()
+def verify(assignment: Optional[Path] = AssignmentOpt) -> None:
+    """Check the kit: template and manifest fresh, reference gets full marks, template gets 0."""
+    from .manifest import part_totals
+    from .runner import grade as run_grade
+    from .runner import load_manifest
+    from .template import stale_files
+
+    cfg = _load(assignment)
+    problems: list[str] = []
+    stale = stale_files(cfg.reference_root / cfg.package, cfg.template_root / cfg.package)
+    if stale:
+        problems.append("student template is stale: " + "; ".join(stale))
+    entries = load_manifest(cfg)
+    totals = part_totals(entries)
+    for p in cfg.parts:
+        if p.name in totals and abs(totals[p.name] - p.points) > 1e-9:
+            problems.append(f"part {p.name}: tests add up to {totals[p.name]:g}, assignment.toml says {p.points:g}")
+    with console.status("Grading the reference ..."):
+        ref = run_grade(cfg, cfg.reference_root)
+    _show(ref, "Reference")
+    for t in ref.tests or []:
+        if (t.score or 0) < (t.max_score or 0):
+            problems.append(f"reference loses points on {t.name}: {(t.output or '').strip()[:200]}")
+    with console.status("Grading the student template ..."):
+        tpl = run_grade(cfg, cfg.template_root)
+    _show(tpl, "Student template", failures=False)
+    if (tpl.score or 0) > 0:
+        problems.append(f"the template scores {tpl.score:g} > 0")
+    if len(tpl.tests or []) != len(entries):
+        problems.append("the template's results do not list every test")
+    if problems:
+        for p in problems:
+            console.print(f"[red]problem:[/red] {p}")
+        raise typer.Exit(1)
+    out.print("[green]verify: OK[/green] (reference full marks, template 0, template and manifest in sync)")
+
+
+def main() -> None:  # pragma: no cover
+    app(prog_name="autograder")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

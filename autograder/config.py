@@ -1,0 +1,145 @@
+"""assignment.toml, validated: what an assignment is made of and how it is graded."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10 (Gradescope's image)
+    import tomli as tomllib
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Part(_Strict):
+    """One graded part of the assignment (a module of the package, or the written answers)."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    title: str
+    points: float = Field(ge=0)
+    files: list[str] = Field(default_factory=list, description="submission files this part grades")
+    bonus: bool = False
+
+
+class TimeLimits(_Strict):
+    test_s: float = Field(120.0, gt=0, description="pytest-timeout for one test")
+    call_s: float = Field(30.0, gt=0, description="one call into student code")
+    import_s: float = Field(30.0, gt=0, description="importing one student module")
+    start_s: float = Field(120.0, gt=0, description="starting the worker (imports torch)")
+    total_s: float = Field(1800.0, gt=0, description="the whole grading run")
+
+
+class Tolerance(_Strict):
+    atol: float = Field(ge=0)
+    rtol: float = Field(ge=0)
+
+
+class Performance(_Strict):
+    max_ratio: float = Field(gt=0, description="student time / reference time allowed")
+    repeats: int = Field(7, ge=3)
+    worker_threads: int = Field(1, ge=0, description="torch threads in both timed workers (0 = torch default)")
+
+
+class Assignment(_Strict):
+    name: str
+    title: str
+    package: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    reference: str = Field(description="implementation root of the reference, relative to this file")
+    template: str = Field(description="where `autograder template` writes the student template")
+    gpu_policy: Literal["exclude", "zero"] = Field(
+        "exclude",
+        description="GPU-only tests on a machine without a GPU: left out of the total, or 0 with the reason",
+    )
+    worker_threads: int = Field(1, ge=0)
+    parts: list[Part]
+    time_limits: TimeLimits = Field(default_factory=TimeLimits)
+    tolerances: dict[str, Tolerance] = Field(default_factory=dict)
+    performance: dict[str, Performance] = Field(default_factory=dict)
+
+    # Filled in by load(): where the file lives.
+    directory: Path = Field(default=Path("."), exclude=True)
+
+    @field_validator("parts")
+    @classmethod
+    def _unique_parts(cls, parts: list[Part]) -> list[Part]:
+        names = [p.name for p in parts]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate part names: {dupes}")
+        return parts
+
+    @model_validator(mode="after")
+    def _files_unique(self) -> Assignment:
+        seen: dict[str, str] = {}
+        for p in self.parts:
+            for f in p.files:
+                if Path(f).is_absolute() or ".." in Path(f).parts:
+                    raise ValueError(f"part {p.name}: file {f!r} must be a relative path inside the submission")
+                if f in seen:
+                    raise ValueError(f"file {f!r} belongs to both {seen[f]} and {p.name}")
+                seen[f] = p.name
+        return self
+
+    # ------------------------------------------------------------------ derived
+    def part(self, name: str) -> Part:
+        for p in self.parts:
+            if p.name == name:
+                return p
+        raise KeyError(f"no part named {name!r} in {self.name} (parts: {[p.name for p in self.parts]})")
+
+    @property
+    def part_names(self) -> list[str]:
+        return [p.name for p in self.parts]
+
+    @property
+    def reference_root(self) -> Path:
+        return (self.directory / self.reference).resolve()
+
+    @property
+    def template_root(self) -> Path:
+        return (self.directory / self.template).resolve()
+
+    @property
+    def tests_dir(self) -> Path:
+        return self.directory / "tests"
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.tests_dir / "manifest.json"
+
+    @property
+    def submission_files(self) -> list[str]:
+        return [f for p in self.parts for f in p.files]
+
+    def tolerance(self, key: str) -> Tolerance:
+        if key not in self.tolerances:
+            raise KeyError(f"assignment.toml has no [tolerances.{key}]")
+        return self.tolerances[key]
+
+
+class ConfigError(Exception):
+    pass
+
+
+def load(path: str | Path) -> Assignment:
+    """Load ``assignment.toml`` (or the directory holding it) with a readable error on mistakes."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "assignment.toml"
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    try:
+        cfg = Assignment.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    return cfg.model_copy(update={"directory": path.parent.resolve()})

@@ -1,0 +1,356 @@
+"""pytest plugin: fixtures that reach student code through the worker, and one record per test.
+
+Loaded explicitly (``-p autograder.plugin``) by the grading runner. Each finished test is
+appended at once to a JSON-lines record file, so that a grader process killed half-way still
+leaves the results of every test it finished; :mod:`autograder.scoring` turns records plus the
+manifest into results.json. Test metadata comes from gradescope-utils decorators
+(``weight``, ``number``, ``visibility``, ``tags``, ``partial_credit``, ``leaderboard``,
+``hide_errors``) and the ``part`` marker.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from . import config as config_mod
+from .client import Limits, WorkerClient
+from .errors import StudentFacingError
+from .records import TestRecord, append_record
+
+RECORD_KEY = pytest.StashKey[dict]()
+GPU_REASON = "needs a CUDA GPU, and this grading machine has none"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("autograder")
+    group.addoption("--ag-assignment", help="assignment directory (holding assignment.toml)")
+    group.addoption("--ag-root", help="implementation root to grade (contains the package)")
+    group.addoption("--ag-records", help="append one JSON line per finished test here")
+    group.addoption("--ag-manifest-out", help="with --collect-only: write the test manifest here")
+    group.addoption("--ag-suite-root", help="directory holding public/ and hidden/ (for suite names)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    suite_root = config.getoption("--ag-suite-root")
+    if suite_root and suite_root not in sys.path:
+        sys.path.insert(0, suite_root)  # the suites' shared helpers (trusted, next to the suites)
+    config.addinivalue_line("markers", "part(name): the assignment part a test grades (required)")
+    config.addinivalue_line("markers", "gpu: needs a CUDA GPU (handled by the assignment's gpu_policy)")
+
+
+def _assignment(config: pytest.Config) -> config_mod.Assignment:
+    cached = getattr(config, "_ag_assignment", None)
+    if cached is None:
+        path = config.getoption("--ag-assignment")
+        if not path:
+            raise pytest.UsageError("--ag-assignment is required by the autograder plugin")
+        cached = config_mod.load(path)
+        config._ag_assignment = cached  # type: ignore[attr-defined]
+    return cached
+
+
+# --------------------------------------------------------------------------- metadata
+
+
+def _unwrap_chain(fn: Any):
+    seen = 0
+    while fn is not None and seen < 20:
+        yield fn
+        fn = getattr(fn, "__wrapped__", None)
+        seen += 1
+
+
+def _attr(fn: Any, name: str, default: Any = None) -> Any:
+    for f in _unwrap_chain(fn):
+        if name in getattr(f, "__dict__", {}):
+            return f.__dict__[name]
+    return default
+
+
+def test_metadata(item: pytest.Item, cfg: config_mod.Assignment, suite_root: Path | None) -> dict:
+    """Name, part, points, tags, ... of one collected test (no student code involved)."""
+    fn = getattr(item, "obj", None)
+    marker = item.get_closest_marker("part")
+    if marker is None or not marker.args:
+        raise pytest.UsageError(f"{item.nodeid}: every grading test needs @pytest.mark.part(<name>)")
+    part = str(marker.args[0])
+    cfg.part(part)  # raises for an unknown part
+    doc = (getattr(fn, "__doc__", None) or "").strip().splitlines()
+    title = doc[0].strip().rstrip(".") if doc else item.originalname.removeprefix("test_").replace("_", " ")
+    callspec = getattr(item, "callspec", None)
+    if callspec is not None:
+        title += f" [{callspec.id}]"
+    tags = [part] + [str(t) for t in (_attr(fn, "__tags__", ()) or ()) if str(t) != part]
+    suite = "hidden"
+    if suite_root is not None:
+        try:
+            rel = Path(str(item.path)).resolve().relative_to(suite_root.resolve())
+            suite = rel.parts[0] if rel.parts else "hidden"
+        except ValueError:
+            pass
+    gpu = item.get_closest_marker("gpu") is not None
+    lb_col = _attr(fn, "__leaderboard_column__")
+    return {
+        "nodeid": item.nodeid,
+        "name": f"{part}: {title}",
+        "number": _attr(fn, "__number__"),
+        "part": part,
+        "max_score": float(_attr(fn, "__weight__", 0.0) or 0.0),
+        "tags": tags,
+        "visibility": _attr(fn, "__visibility__", "visible"),
+        "hide_errors": _attr(fn, "__hide_errors__"),
+        "leaderboard": None if lb_col is None else {
+            "name": lb_col, "order": _attr(fn, "__leaderboard_sort_order__", "desc")},
+        "partial": _attr(fn, "__score__", None) is not None or _is_partial(fn),
+        "gpu": gpu,
+        "suite": suite,
+        "file": str(Path(str(item.path)).resolve()),
+    }
+
+
+def _is_partial(fn: Any) -> bool:
+    # partial_credit's wrapper closes over set_score; detect it by the injected kwarg name.
+    for f in _unwrap_chain(fn):
+        code = getattr(f, "__code__", None)
+        if code is not None and "set_score" in code.co_freevars:
+            return True
+    return False
+
+
+def _number_tests(entries: list[dict], cfg: config_mod.Assignment) -> None:
+    counters: dict[str, int] = {}
+    for e in entries:
+        if e["number"] is None:
+            counters[e["part"]] = counters.get(e["part"], 0) + 1
+            e["number"] = f"{cfg.part_names.index(e['part']) + 1}.{counters[e['part']]}"
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    cfg = _assignment(config)
+    suite_root = config.getoption("--ag-suite-root")
+    suite_root = Path(suite_root) if suite_root else None
+    entries = []
+    for item in items:
+        meta = test_metadata(item, cfg, suite_root)
+        item.stash[RECORD_KEY] = {"meta": meta, "phases": {}, "start": None}
+        entries.append(meta)
+    _number_tests(entries, cfg)
+    out = config.getoption("--ag-manifest-out")
+    if out:
+        from .manifest import write_manifest
+
+        write_manifest(Path(out), entries, cfg)
+
+
+def pytest_collectreport(report: pytest.CollectReport) -> None:
+    if report.failed:
+        _COLLECT_ERRORS[report.nodeid] = str(report.longrepr)[-3000:]
+
+
+_COLLECT_ERRORS: dict[str, str] = {}
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="session")
+def assignment(pytestconfig: pytest.Config) -> config_mod.Assignment:
+    return _assignment(pytestconfig)
+
+
+def _limits(cfg: config_mod.Assignment) -> Limits:
+    t = cfg.time_limits
+    return Limits(call_s=t.call_s, import_s=t.import_s, start_s=t.start_s)
+
+
+@pytest.fixture(scope="session")
+def student_client(pytestconfig: pytest.Config, assignment: config_mod.Assignment):
+    root = pytestconfig.getoption("--ag-root")
+    if not root:
+        raise pytest.UsageError("--ag-root is required to grade")
+    client = WorkerClient(Path(root), assignment.package, _limits(assignment),
+                          threads=assignment.worker_threads, label="your code")
+    pytestconfig._ag_clients = getattr(pytestconfig, "_ag_clients", []) + [client]  # type: ignore[attr-defined]
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def student(request: pytest.FixtureRequest, student_client: WorkerClient):
+    """The student's package, reached through the worker: ``student.attention.softmax(x)``."""
+    mark = student_client.output_mark()
+    try:
+        yield student_client.root_ref()
+    finally:
+        output = student_client.output_since(mark)
+        if output.strip():
+            request.node.stash[RECORD_KEY]["student_output"] = output
+        student_client.release_all()
+        student_client.truncate_log()
+
+
+class _LazyPackage:
+    """A package whose submodules import on first attribute access (``reference.mha``)."""
+
+    def __init__(self, module) -> None:
+        self._module = module
+
+    def __getattr__(self, name: str):
+        try:
+            return getattr(self._module, name)
+        except AttributeError:
+            return importlib.import_module(f"{self._module.__name__}.{name}")
+
+
+@pytest.fixture(scope="session")
+def reference(assignment: config_mod.Assignment):
+    """The reference package, imported in the (trusted) grading process."""
+    root = str(assignment.reference_root)
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    module = importlib.import_module(assignment.package)
+    module_file = Path(module.__file__ or "").resolve()
+    if assignment.reference_root not in module_file.parents:
+        raise RuntimeError(f"{assignment.package} resolved to {module_file}, not the reference")
+    return _LazyPackage(module)
+
+
+@pytest.fixture(scope="session")
+def reference_client(pytestconfig: pytest.Config, assignment: config_mod.Assignment):
+    """A worker running the reference, for timing it under the same conditions as the student."""
+    client = WorkerClient(assignment.reference_root, assignment.package, _limits(assignment),
+                          threads=assignment.worker_threads, label="the reference solution")
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def reference_remote(reference_client: WorkerClient):
+    yield reference_client.root_ref()
+    reference_client.release_all()
+
+
+@pytest.fixture
+def gpu_device():
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip(GPU_REASON)
+    return torch.device("cuda")
+
+
+# --------------------------------------------------------------------------- per-test records
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    state = item.stash.get(RECORD_KEY, None)
+    if state is not None:
+        state["start"] = time.monotonic()
+        fn = getattr(item, "obj", None)
+        for f in _unwrap_chain(fn):
+            for attr in ("__score__", "__leaderboard_value__"):
+                if attr in getattr(f, "__dict__", {}):
+                    delattr(f, attr)
+    if item.get_closest_marker("gpu") is not None:
+        import torch
+
+        if not torch.cuda.is_available():
+            pytest.skip(GPU_REASON)
+
+
+def _student_message(excinfo: pytest.ExceptionInfo) -> str:
+    e = excinfo.value
+    if isinstance(e, StudentFacingError):
+        return str(e)
+    if isinstance(e, AssertionError):
+        text = str(e)
+        cut = text.find("\nassert ")
+        if text.startswith("assert "):
+            return "A check failed (no message was given)."
+        return text[:cut] if cut >= 0 else text
+    name = type(e).__name__
+    if name == "Failed" and "Timeout" in str(e):
+        return f"The test ran past its time limit ({str(e).strip()})."
+    if isinstance(e, pytest.skip.Exception):
+        return f"Skipped: {e.msg}"
+    return f"{name}: {e}"[:4000]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    report = yield
+    state = item.stash.get(RECORD_KEY, None)
+    if state is None:
+        return report
+    phase = {"outcome": report.outcome, "wasxfail": hasattr(report, "wasxfail")}
+    if call.excinfo is not None and report.outcome != "passed":
+        phase["message"] = _student_message(call.excinfo)
+        if report.skipped and isinstance(report.longrepr, tuple):
+            phase["message"] = f"Skipped: {report.longrepr[2].removeprefix('Skipped: ')}"
+    state["phases"][call.when] = phase
+    return report
+
+
+def _finish_record(item: pytest.Item) -> TestRecord | None:
+    state = item.stash.get(RECORD_KEY, None)
+    if state is None:
+        return None
+    meta = state["meta"]
+    phases = state["phases"]
+    fn = getattr(item, "obj", None)
+    outcomes = [phases.get(w, {}).get("outcome") for w in ("setup", "call", "teardown")]
+    passed = outcomes == ["passed", "passed", "passed"] and not any(
+        p.get("wasxfail") for p in phases.values())
+    messages = [p["message"] for p in phases.values() if p.get("message")]
+    status = "passed" if passed else "failed"
+    skipped = any(p.get("outcome") == "skipped" for p in phases.values())
+    gpu_missing = skipped and meta["gpu"] and any(GPU_REASON in m for m in messages)
+    score = meta["max_score"] if passed else 0.0
+    partial = _attr(fn, "__score__")
+    if passed and partial is not None:
+        try:
+            score = max(0.0, min(float(partial), meta["max_score"]))
+        except (TypeError, ValueError):
+            score = 0.0
+            messages.append(f"partial score was not a number: {partial!r}")
+    if any(p.get("wasxfail") for p in phases.values()):
+        messages.append("Marked as an expected failure: earns no points.")
+    if not passed and not messages:
+        messages.append("Did not pass." if not skipped else "Skipped.")
+    if not passed and meta.get("hide_errors"):
+        messages = [str(meta["hide_errors"])]
+    lb = None
+    if meta.get("leaderboard") and passed:
+        value = _attr(fn, "__leaderboard_value__")
+        if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+            lb = {**meta["leaderboard"], "value": value}
+    duration = time.monotonic() - state["start"] if state.get("start") else 0.0
+    return TestRecord(
+        nodeid=meta["nodeid"], status=status, score=score, max_score=meta["max_score"],
+        message="\n".join(messages), student_output=state.get("student_output", ""),
+        gpu_missing=gpu_missing, skipped=skipped, leaderboard=lb, duration=duration,
+    )
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem):
+    result = yield
+    record = _finish_record(item)
+    path = item.config.getoption("--ag-records")
+    if record is not None and path:
+        append_record(Path(path), record)
+    return result
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    path = session.config.getoption("--ag-records")
+    if path and _COLLECT_ERRORS:
+        errors_path = Path(path).with_suffix(".collect.json")
+        errors_path.write_text(json.dumps(_COLLECT_ERRORS))

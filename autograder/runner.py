@@ -1,0 +1,150 @@
+"""Run the grading suites on an implementation root and always produce a valid results.json.
+
+pytest runs in a child process with its root, ini file and plugins pinned (no conftest, ini or
+plugin can come from the submission, which is never on pytest's path). Whatever happens to that
+process (crash, kill, timeout), this process assembles results.json from the manifest and the
+records the plugin streamed.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Literal
+
+from .config import Assignment
+from .manifest import ManifestEntry, read_manifest
+from .records import read_records
+from .results import Results
+from .scoring import RunInfo, assemble
+
+Suite = Literal["public", "hidden", "all"]
+
+_INI = """[pytest]
+addopts = -p no:cacheprovider
+python_files = test_*.py
+python_functions = test_*
+"""
+
+
+def _pytest_command(cfg: Assignment, ini: Path, extra: list[str]) -> list[str]:
+    return [
+        sys.executable, "-I", "-m", "pytest",
+        "-c", str(ini), "--rootdir", str(cfg.tests_dir),
+        "-p", "autograder.plugin", "-p", "pytest_timeout",
+        "--import-mode=importlib",
+        "--ag-assignment", str(cfg.directory),
+        "--ag-suite-root", str(cfg.tests_dir),
+        *extra,
+    ]
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "PYTHON"))}
+    env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            env.setdefault("TRITON_INTERPRET", "1")
+    except ImportError:  # pragma: no cover
+        pass
+    return env
+
+
+def suite_paths(cfg: Assignment, suite: Suite) -> list[Path]:
+    names = ["public", "hidden"] if suite == "all" else [suite]
+    return [cfg.tests_dir / n for n in names if (cfg.tests_dir / n).is_dir()]
+
+
+def collect_manifest(cfg: Assignment, out: Path) -> list[ManifestEntry]:
+    """Collect every suite (no student code runs) and write the manifest to ``out``."""
+    with tempfile.TemporaryDirectory(prefix="ag-collect-") as tmp:
+        ini = Path(tmp) / "pytest.ini"
+        ini.write_text(_INI)
+        cmd = _pytest_command(cfg, ini, ["--collect-only", "-q", "--ag-manifest-out", str(out),
+                                         *map(str, suite_paths(cfg, "all"))])
+        proc = subprocess.run(cmd, cwd=tmp, env=_env(), capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0 or not out.exists():
+        raise RuntimeError(f"collecting the suites failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return read_manifest(out)
+
+
+def load_manifest(cfg: Assignment) -> list[ManifestEntry]:
+    if cfg.manifest_path.exists():
+        return read_manifest(cfg.manifest_path)
+    with tempfile.TemporaryDirectory(prefix="ag-manifest-") as tmp:
+        return collect_manifest(cfg, Path(tmp) / "manifest.json")
+
+
+def _precheck(cfg: Assignment, root: Path) -> list[str]:
+    notes = []
+    if not root.is_dir():
+        return [f"The submission directory {root} does not exist."]
+    pkg = root / cfg.package
+    if not pkg.is_dir():
+        notes.append(f"Your submission has no `{cfg.package}/` folder: every test that needs it fails.")
+    else:
+        missing = [f for f in cfg.submission_files if f.startswith(cfg.package + "/") and not (root / f).exists()]
+        if missing:
+            notes.append("Missing from your submission: " + ", ".join(f"`{m}`" for m in missing) + ".")
+    return notes
+
+
+def grade(cfg: Assignment, root: Path, out: Path | None = None, suite: Suite = "all",
+          parts: list[str] | None = None, verbose: bool = False) -> Results:
+    """Grade ``root`` with ``suite``; writes results.json to ``out`` when given."""
+    start = time.monotonic()
+    root = Path(root).resolve()
+    info = RunInfo(notes=_precheck(cfg, root))
+    try:
+        manifest = load_manifest(cfg)
+    except Exception as e:  # noqa: BLE001 - results.json must still be written
+        manifest = []
+        info.run_error = f"the grading suites could not be collected ({e})"
+    wanted = {"all": None, "public": "public", "hidden": "hidden"}[suite]
+    manifest = [m for m in manifest if (wanted is None or m.suite == wanted)
+                and (parts is None or m.part in parts)]
+    records = {}
+    with tempfile.TemporaryDirectory(prefix="ag-run-") as tmp:
+        tmpdir = Path(tmp)
+        ini = tmpdir / "pytest.ini"
+        ini.write_text(_INI)
+        rec_path = tmpdir / "records.jsonl"
+        selection = [str(cfg.tests_dir / m.nodeid) for m in manifest] if parts else \
+            [str(p) for p in suite_paths(cfg, suite)]
+        if manifest and not info.run_error:
+            cmd = _pytest_command(cfg, ini, [
+                "--ag-root", str(root), "--ag-records", str(rec_path),
+                f"--timeout={cfg.time_limits.test_s:g}", "--timeout-method=signal",
+                "-q" if not verbose else "-v", "-rN", "--no-header", "-W", "ignore::DeprecationWarning",
+                *selection,
+            ])
+            try:
+                proc = subprocess.run(cmd, cwd=tmp, env=_env(), timeout=cfg.time_limits.total_s,
+                                      stdin=subprocess.DEVNULL,
+                                      stdout=None if verbose else subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, text=True)
+                if proc.returncode not in (0, 1):  # 1 = some tests failed
+                    tail = (proc.stdout or "")[-2000:]
+                    info.run_error = f"the grader exited with code {proc.returncode}" + \
+                        (f"\n{tail}" if tail and proc.returncode not in (2, 5) else "")
+            except subprocess.TimeoutExpired:
+                info.run_error = f"grading took longer than {cfg.time_limits.total_s:g} s and was stopped"
+            records = read_records(rec_path)
+            errors_path = rec_path.with_suffix(".collect.json")
+            if errors_path.exists():
+                try:
+                    info.collect_errors = json.loads(errors_path.read_text())
+                except json.JSONDecodeError:
+                    pass
+    info.execution_time = time.monotonic() - start
+    results = assemble(cfg, manifest, records, info)
+    if out is not None:
+        results.write(out)
+    return results

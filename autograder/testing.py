@@ -1,0 +1,158 @@
+"""Helpers for grading suites: strict comparisons with student-facing messages, and timing.
+
+Messages name the property, the shapes, the largest error and where it is, never the inputs.
+Values coming back from the worker are checked for their exact type before anything else:
+the grader decides what "equal" means, never the student's objects.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+
+from .client import Remote, WorkerClient, repeat, store
+from .config import Tolerance
+
+
+def _fmt_index(flat: int, shape: torch.Size) -> str:
+    idx = []
+    for dim in reversed(shape):
+        idx.append(flat % dim)
+        flat //= dim
+    return "(" + ", ".join(str(i) for i in reversed(idx)) + ")"
+
+
+def check_tensor(value: Any, what: str, *, shape: tuple[int, ...] | torch.Size | None = None,
+                 dtype: torch.dtype | None = None, device: torch.device | str | None = None) -> torch.Tensor:
+    """Assert ``value`` is a plain tensor with the given shape, dtype and device."""
+    if type(value) is not torch.Tensor:
+        kind = "a remote object" if isinstance(value, Remote) else type(value).__name__
+        raise AssertionError(f"{what}: expected a torch.Tensor, got {kind}.")
+    if shape is not None and tuple(value.shape) != tuple(shape):
+        raise AssertionError(f"{what}: expected shape {tuple(shape)}, got {tuple(value.shape)}.")
+    if dtype is not None and value.dtype != dtype:
+        raise AssertionError(f"{what}: expected dtype {dtype}, got {value.dtype} (keep the input's dtype).")
+    if device is not None and value.device.type != torch.device(device).type:
+        raise AssertionError(f"{what}: expected a tensor on {device}, got one on {value.device} "
+                             "(keep the input's device).")
+    return value
+
+
+def assert_close(actual: Any, expected: torch.Tensor, what: str, tol: Tolerance | None = None,
+                 *, atol: float | None = None, rtol: float | None = None, check_dtype: bool = True) -> None:
+    """Compare a student tensor with the reference's; the message says where and by how much."""
+    check_tensor(actual, what, shape=expected.shape, dtype=expected.dtype if check_dtype else None,
+                 device=expected.device)
+    atol = atol if atol is not None else (tol.atol if tol else 1e-5)
+    rtol = rtol if rtol is not None else (tol.rtol if tol else 1e-4)
+    a = actual.detach().to("cpu", torch.float64)
+    e = expected.detach().to("cpu", torch.float64)
+    if a.numel() == 0:
+        return
+    a_nan, e_nan = torch.isnan(a), torch.isnan(e)
+    if (a_nan & ~e_nan).any():
+        where = _fmt_index(int((a_nan & ~e_nan).flatten().nonzero()[0]), a.shape)
+        raise AssertionError(f"{what}: your output has NaN at index {where} (and "
+                             f"{int((a_nan & ~e_nan).sum())} NaN value(s) in all) where the expected value is a number.")
+    a_inf, e_inf = torch.isinf(a), torch.isinf(e)
+    if (a_inf & ~e_inf).any():
+        where = _fmt_index(int((a_inf & ~e_inf).flatten().nonzero()[0]), a.shape)
+        raise AssertionError(f"{what}: your output is infinite at index {where} where the expected value is finite.")
+    both_inf = a_inf & e_inf
+    if (both_inf & (a != e)).any():
+        raise AssertionError(f"{what}: your output has an infinity of the wrong sign.")
+    finite = ~(a_nan | e_nan | both_inf)
+    diff = torch.where(finite, (a - e).abs(), torch.zeros_like(a))
+    bound = atol + rtol * e.abs()
+    bad = finite & (diff > bound)
+    if (e_nan & ~a_nan).any():
+        bad = bad | (e_nan & ~a_nan)
+    if not bad.any():
+        return
+    flat = int(torch.where(bad.flatten(), diff.flatten() - bound.flatten(), torch.full_like(diff.flatten(), -1e300)).argmax())
+    where = _fmt_index(flat, a.shape)
+    rel = diff / e.abs().clamp_min(1e-12)
+    raise AssertionError(
+        f"{what}: values differ from the expected ones (shape {tuple(a.shape)}). "
+        f"{int(bad.sum())} of {a.numel()} elements are outside atol={atol:g}, rtol={rtol:g}; "
+        f"max abs error {float(diff.max()):.3g}, max rel error {float(rel[finite].max()):.3g}; "
+        f"worst at index {where}: got {float(a.flatten()[flat]):.6g}, expected {float(e.flatten()[flat]):.6g}."
+    )
+
+
+def assert_equal(actual: Any, expected: Any, what: str) -> None:
+    """Plain-data equality (ints, strings, lists), checked by type first."""
+    if type(actual) is not type(expected):
+        raise AssertionError(f"{what}: expected a {type(expected).__name__}, got {type(actual).__name__}.")
+    if actual != expected:
+        raise AssertionError(f"{what}: expected {expected!r}, got {actual!r}.")
+
+
+def expect_student_error(call: Callable[[], Any], exc_type: str, what: str) -> None:
+    """Assert that calling student code raises ``exc_type`` (by name, raised in the worker)."""
+    from .errors import StudentCodeError
+
+    try:
+        call()
+    except StudentCodeError as e:
+        if e.type_name != exc_type and not (exc_type == "Exception"):
+            raise AssertionError(f"{what}: expected {exc_type}, but your code raised "
+                                 f"{e.type_name}: {e.student_message}") from None
+        return
+    raise AssertionError(f"{what}: expected {exc_type} to be raised, but nothing was raised.")
+
+
+# --------------------------------------------------------------------------- timing
+
+
+@dataclass
+class Timing:
+    student_s: list[float]
+    reference_s: list[float]
+
+    @property
+    def ratio(self) -> float:
+        """Median over repeats of student time / reference time (each repeat interleaved)."""
+        return statistics.median(s / r for s, r in zip(self.student_s, self.reference_s))
+
+    def describe(self, inner: int) -> str:
+        s = statistics.median(self.student_s) / inner * 1e3
+        r = statistics.median(self.reference_s) / inner * 1e3
+        return f"your code {s:.3f} ms per call, reference {r:.3f} ms per call, ratio {self.ratio:.2f}"
+
+
+def time_interleaved(student_fn: Remote, student_client: WorkerClient, reference_fn: Remote,
+                     reference_client: WorkerClient, args: list, *, repeats: int = 7,
+                     target_s: float = 0.05, kwargs: dict | None = None) -> tuple[Timing, int]:
+    """Time student and reference on the same inputs, alternating, with the grader's clock.
+
+    Inputs are stored in each worker once; every repeat runs the callable ``inner`` times in one
+    request, sized so that a request takes about ``target_s`` on the reference. Returns the
+    timings and ``inner``.
+    """
+    s_args = store(student_client, args)
+    r_args = store(reference_client, args)
+    s_kwargs = kwargs or {}
+
+    def run(fn: Remote, stored: Remote, n: int) -> float:
+        t0 = time.perf_counter()
+        repeat(fn, stored, n, kwargs=s_kwargs)
+        return time.perf_counter() - t0
+
+    # Warm up both (first calls allocate, JIT, load kernels), then size the batch on the reference.
+    run(student_fn, s_args, 2)
+    run(reference_fn, r_args, 2)
+    one = max(run(reference_fn, r_args, 3) / 3, 1e-6)
+    inner = max(1, min(1000, int(target_s / one)))
+    timing = Timing([], [])
+    for i in range(repeats):
+        if i % 2 == 0:
+            timing.student_s.append(run(student_fn, s_args, inner))
+            timing.reference_s.append(run(reference_fn, r_args, inner))
+        else:
+            timing.reference_s.append(run(reference_fn, r_args, inner))
+            timing.student_s.append(run(student_fn, s_args, inner))
+    return timing, inner
