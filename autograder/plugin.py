@@ -35,6 +35,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--ag-records", help="append one JSON line per finished test here")
     group.addoption("--ag-manifest-out", help="with --collect-only: write the test manifest here")
     group.addoption("--ag-suite-root", help="directory holding public/ and hidden/ (for suite names)")
+    group.addoption("--ag-time-limits", help="JSON object overriding [time_limits] of assignment.toml")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -52,6 +53,10 @@ def _assignment(config: pytest.Config) -> config_mod.Assignment:
         if not path:
             raise pytest.UsageError("--ag-assignment is required by the autograder plugin")
         cached = config_mod.load(path)
+        override = config.getoption("--ag-time-limits")
+        if override:
+            limits = cached.time_limits.model_copy(update=json.loads(override))
+            cached = cached.model_copy(update={"time_limits": limits})
         config._ag_assignment = cached  # type: ignore[attr-defined]
     return cached
 

@@ -97,9 +97,16 @@ def _precheck(cfg: Assignment, root: Path) -> list[str]:
 
 
 def grade(cfg: Assignment, root: Path, out: Path | None = None, suite: Suite = "all",
-          parts: list[str] | None = None, verbose: bool = False) -> Results:
-    """Grade ``root`` with ``suite``; writes results.json to ``out`` when given."""
+          parts: list[str] | None = None, verbose: bool = False,
+          time_limits: dict[str, float] | None = None) -> Results:
+    """Grade ``root`` with ``suite``; writes results.json to ``out`` when given.
+
+    ``time_limits`` overrides entries of ``[time_limits]`` (e.g. ``{"call_s": 5}``).
+    """
     start = time.monotonic()
+    if time_limits:
+        limits = cfg.time_limits.model_validate({**cfg.time_limits.model_dump(), **time_limits})
+        cfg = cfg.model_copy(update={"time_limits": limits})
     root = Path(root).resolve()
     info = RunInfo(notes=_precheck(cfg, root))
     try:
@@ -121,6 +128,7 @@ def grade(cfg: Assignment, root: Path, out: Path | None = None, suite: Suite = "
         if manifest and not info.run_error:
             cmd = _pytest_command(cfg, ini, [
                 "--ag-root", str(root), "--ag-records", str(rec_path),
+                "--ag-time-limits", cfg.time_limits.model_dump_json(),
                 f"--timeout={cfg.time_limits.test_s:g}", "--timeout-method=signal",
                 "-q" if not verbose else "-v", "-rN", "--no-header", "-W", "ignore::DeprecationWarning",
                 *selection,

@@ -109,7 +109,7 @@ def test_gradients_match(student, reference, assignment):
 def test_forward_speed(student, student_client, reference, reference_remote, reference_client, assignment):
     """forward is at most max_ratio x the reference's time (heads in parallel, no Python loop over heads)"""
     perf = assignment.performance["mha_forward"]
-    d, h, b, l = 64, 16, 4, 32
+    d, h, b, l = 128, 32, 1, 16  # many small heads: a loop over heads costs ~5x, any vectorised form < 1.2x
     mine, ref = mha_pair(student, reference, d, h, seed=19)
     x = randn(b, l, d, seed=20)
     with torch.no_grad():
