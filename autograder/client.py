@@ -170,9 +170,10 @@ class WorkerClient:
             reply = read_frame(proc.from_worker, time.monotonic() + timeout)
         except TimeoutError:
             self._discard()
-            note = f"{what} did not finish within {timeout:g} s; the worker running {self.label} was stopped."
+            label = self.label[0].upper() + self.label[1:]
+            note = f"{label} did not finish within {timeout:g} s ({what}); its worker was stopped."
             self.exit_notes.append(note)
-            raise WorkerTimeout(note.capitalize()) from None
+            raise WorkerTimeout(note) from None
         except (ChannelClosed, BrokenPipeError, ProtocolError) as e:
             try:
                 code = proc.popen.wait(timeout=5)

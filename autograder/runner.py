@@ -131,6 +131,7 @@ def grade(cfg: Assignment, root: Path, out: Path | None = None, suite: Suite = "
                 "--ag-time-limits", cfg.time_limits.model_dump_json(),
                 f"--timeout={cfg.time_limits.test_s:g}", "--timeout-method=signal",
                 "-q" if not verbose else "-v", "-rN", "--no-header", "-W", "ignore::DeprecationWarning",
+                "--continue-on-collection-errors",
                 *selection,
             ])
             try:

@@ -24,8 +24,10 @@ def test_softmax_stable(student, assignment):
     """softmax is numerically stable: logits of 1e4 give no NaN, -inf gets exactly 0"""
     x = torch.tensor([[1e4, 1e4 - 1.0, -1e4], [0.0, float("-inf"), 2.0]])
     out = student.attention.softmax(x, dim=-1)
+    # float32 spacing at 1e4 is ~1e-3, so a stable softmax computed as exp(x - logsumexp(x)) is
+    # off by ~2e-4 here: the tolerance admits every stable formulation, and no NaN gets through.
     assert_close(out, torch.softmax(x.double(), dim=-1).float(), "softmax of large logits (1e4)",
-                 assignment.tolerance("float32"))
+                 atol=2e-3, rtol=2e-3)
     assert out[1, 1].item() == 0.0, "softmax: an entry of -inf must get exactly 0 weight."
 
 
