@@ -404,3 +404,13 @@ def repeat(ref: Remote, args: list | Remote, n: int, kwargs: dict | None = None,
         args=client.encode_args([args] if star else list(args)), star_args=star,
         kwargs=client.encode_args(kwargs or {}), n=n,
     )
+
+
+def routine(client: WorkerClient, name: str, *args: Any, timeout: float | None = None, **kwargs: Any) -> Any:
+    """Run the harness routine ``name`` (see :mod:`autograder.routines`) inside the worker.
+
+    Whatever it returns was computed next to student code: use it for progress, never for grading.
+    """
+    message = {"op": "routine", "name": name, "args": client.encode_args(list(args)),
+               "kwargs": client.encode_args(kwargs)}
+    return client.wrap(client.request(message, f"running {name} on your code", timeout))

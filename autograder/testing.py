@@ -110,49 +110,66 @@ def expect_student_error(call: Callable[[], Any], exc_type: str, what: str) -> N
 
 @dataclass
 class Timing:
-    student_s: list[float]
-    reference_s: list[float]
+    """Seconds per request of side a and side b, one entry per repeat."""
+
+    a_s: list[float]
+    b_s: list[float]
 
     @property
     def ratio(self) -> float:
-        """Median over repeats of student time / reference time (each repeat interleaved)."""
-        return statistics.median(s / r for s, r in zip(self.student_s, self.reference_s))
+        """Median over repeats of a's time / b's time (each repeat measured back to back)."""
+        return statistics.median(a / b for a, b in zip(self.a_s, self.b_s))
 
-    def describe(self, inner: int) -> str:
-        s = statistics.median(self.student_s) / inner * 1e3
-        r = statistics.median(self.reference_s) / inner * 1e3
-        return f"your code {s:.3f} ms per call, reference {r:.3f} ms per call, ratio {self.ratio:.2f}"
+    def per_call_ms(self, inner: int) -> tuple[float, float]:
+        return statistics.median(self.a_s) / inner * 1e3, statistics.median(self.b_s) / inner * 1e3
+
+    def describe(self, inner: int, a: str = "your code", b: str = "reference") -> str:
+        ta, tb = self.per_call_ms(inner)
+        return f"{a} {ta:.3f} ms per call, {b} {tb:.3f} ms per call, ratio {self.ratio:.2f}"
+
+
+@dataclass
+class TimedCall:
+    """One side of a timing comparison: a remote callable, its worker, and its arguments."""
+
+    fn: Remote
+    client: WorkerClient
+    args: list
+    kwargs: dict | None = None
+
+
+def time_alternating(a: TimedCall, b: TimedCall, *, repeats: int = 7, target_s: float = 0.05,
+                     max_inner: int = 1000) -> tuple[Timing, int]:
+    """Time ``a`` and ``b`` alternately with the grader's own clock; ``Timing.ratio`` is a / b.
+
+    Inputs are stored in each worker once; every repeat runs a callable ``inner`` times in one
+    request, sized so that a request takes about ``target_s`` for ``b``. The order alternates
+    between repeats so neither side always runs first. Returns the timings and ``inner``.
+    """
+    stored = [store(c.client, c.args) for c in (a, b)]
+
+    def run(i: int, n: int) -> float:
+        call = (a, b)[i]
+        t0 = time.perf_counter()
+        repeat(call.fn, stored[i], n, kwargs=call.kwargs or {})
+        return time.perf_counter() - t0
+
+    run(0, 2)  # warm up both (first calls allocate, load kernels), then size the batch on b
+    run(1, 2)
+    one = max(run(1, 3) / 3, 1e-6)
+    inner = max(1, min(max_inner, int(target_s / one)))
+    timing = Timing([], [])
+    for r in range(repeats):
+        order = (0, 1) if r % 2 == 0 else (1, 0)
+        for i in order:
+            (timing.a_s if i == 0 else timing.b_s).append(run(i, inner))
+    return timing, inner
 
 
 def time_interleaved(student_fn: Remote, student_client: WorkerClient, reference_fn: Remote,
                      reference_client: WorkerClient, args: list, *, repeats: int = 7,
                      target_s: float = 0.05, kwargs: dict | None = None) -> tuple[Timing, int]:
-    """Time student and reference on the same inputs, alternating, with the grader's clock.
-
-    Inputs are stored in each worker once; every repeat runs the callable ``inner`` times in one
-    request, sized so that a request takes about ``target_s`` on the reference. Returns the
-    timings and ``inner``.
-    """
-    s_args = store(student_client, args)
-    r_args = store(reference_client, args)
-    s_kwargs = kwargs or {}
-
-    def run(fn: Remote, stored: Remote, n: int) -> float:
-        t0 = time.perf_counter()
-        repeat(fn, stored, n, kwargs=s_kwargs)
-        return time.perf_counter() - t0
-
-    # Warm up both (first calls allocate, JIT, load kernels), then size the batch on the reference.
-    run(student_fn, s_args, 2)
-    run(reference_fn, r_args, 2)
-    one = max(run(reference_fn, r_args, 3) / 3, 1e-6)
-    inner = max(1, min(1000, int(target_s / one)))
-    timing = Timing([], [])
-    for i in range(repeats):
-        if i % 2 == 0:
-            timing.student_s.append(run(student_fn, s_args, inner))
-            timing.reference_s.append(run(reference_fn, r_args, inner))
-        else:
-            timing.reference_s.append(run(reference_fn, r_args, inner))
-            timing.student_s.append(run(student_fn, s_args, inner))
-    return timing, inner
+    """Student vs reference on the same inputs (see :func:`time_alternating`)."""
+    return time_alternating(TimedCall(student_fn, student_client, args, kwargs),
+                            TimedCall(reference_fn, reference_client, args, kwargs),
+                            repeats=repeats, target_s=target_s)

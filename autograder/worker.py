@@ -159,6 +159,18 @@ class Worker:
                 torch.cuda.synchronize()
         return None
 
+    def op_routine(self, msg: dict) -> Any:
+        """Run a harness routine (autograder.routines) on worker objects, e.g. a training loop."""
+        from autograder import routines
+
+        name = str(msg["name"])
+        fn = routines.REGISTRY.get(name)
+        if fn is None:
+            raise ValueError(f"unknown routine {name!r}")
+        args = self.resolve_args(msg.get("args", []))
+        kwargs = self.resolve_args(msg.get("kwargs", {}))
+        return fn(*args, **kwargs)
+
     def op_forward_backward(self, msg: dict) -> Any:
         """Run target(*args), backpropagate ``grad_output``; return output and gradients."""
         import torch
