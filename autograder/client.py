@@ -75,7 +75,6 @@ class WorkerClient:
         self._log_path.touch()
         self._import_failures: dict[str, Exception] = {}
         self._imported: set[tuple[int, str]] = set()
-        self.exit_notes: list[str] = []
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -156,13 +155,6 @@ class WorkerClient:
         self._discard()
         self._scratch.cleanup()
 
-    def restart(self) -> None:
-        self._discard()
-
-    @property
-    def busy_or_dead(self) -> bool:
-        return self._proc is not None and self._proc.popen.poll() is not None
-
     # ------------------------------------------------------------------ requests
     def _exchange(self, proc: _Process, message: dict, timeout: float, what: str) -> Any:
         try:
@@ -172,7 +164,6 @@ class WorkerClient:
             self._discard()
             label = self.label[0].upper() + self.label[1:]
             note = f"{label} did not finish within {timeout:g} s ({what}); its worker was stopped."
-            self.exit_notes.append(note)
             raise WorkerTimeout(note) from None
         except (ChannelClosed, BrokenPipeError, ProtocolError) as e:
             try:
@@ -183,9 +174,7 @@ class WorkerClient:
             reason = describe_exit(code)
             if isinstance(e, ProtocolError) and not isinstance(e, ChannelClosed):
                 reason = f"sent an invalid reply ({e}) and was stopped"
-            note = f"The worker running {self.label} {reason} during {what}."
-            self.exit_notes.append(note)
-            raise WorkerCrashed(note) from None
+            raise WorkerCrashed(f"The worker running {self.label} {reason} during {what}.") from None
         except BaseException:
             # Interrupted mid-request (test timeout, Ctrl-C): the worker state is unknown.
             self._discard()
@@ -365,10 +354,6 @@ def fetch(ref: Remote) -> Any:
 
 def typename(ref: Remote) -> str:
     return ref._ag_request("typename", f"inspecting {ref._ag_describe()}")
-
-
-def parameters_of(ref: Remote) -> list[str]:
-    return ref._ag_request("signature", f"inspecting {ref._ag_describe()}")
 
 
 def store(client: WorkerClient, value: Any) -> Remote:

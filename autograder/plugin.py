@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -86,7 +85,8 @@ def test_metadata(item: pytest.Item, cfg: config_mod.Assignment, suite_root: Pat
     if marker is None or not marker.args:
         raise pytest.UsageError(f"{item.nodeid}: every grading test needs @pytest.mark.part(<name>)")
     part = str(marker.args[0])
-    cfg.part(part)  # raises for an unknown part
+    if part not in cfg.part_names:
+        raise pytest.UsageError(f"{item.nodeid}: part {part!r} is not in assignment.toml ({cfg.part_names})")
     doc = (getattr(fn, "__doc__", None) or "").strip().splitlines()
     title = doc[0].strip().rstrip(".") if doc else item.originalname.removeprefix("test_").replace("_", " ")
     callspec = getattr(item, "callspec", None)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import collections.abc
 import importlib
-import inspect
 import os
 import sys
 import traceback
@@ -123,10 +122,6 @@ class Worker:
     def op_typename(self, msg: dict) -> Any:
         obj = self.resolve(msg["target"])
         return type(obj).__name__
-
-    def op_signature(self, msg: dict) -> Any:
-        obj = self.resolve(msg["target"])
-        return [p.name for p in inspect.signature(obj).parameters.values()]
 
     def op_store(self, msg: dict) -> Any:
         # Handles, not values: the caller wants the object kept here for later calls.
