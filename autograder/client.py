@@ -239,12 +239,14 @@ class WorkerClient:
         return data
 
     def truncate_log(self) -> None:
-        """Drop output already reported so a flood cannot fill the disk across tests."""
-        if self._proc is None or self._proc.popen.poll() is not None:
-            try:
-                self._log_path.write_bytes(b"")
-            except OSError:
-                pass
+        """Drop output already reported so a flood cannot fill the disk across tests.
+
+        The worker writes with O_APPEND, so after truncation its next write lands at offset 0.
+        """
+        try:
+            os.truncate(self._log_path, 0)
+        except OSError:
+            pass
 
     def release_all(self) -> None:
         """Forget every object handle made so far (between tests)."""

@@ -1,7 +1,6 @@
 """The worker client: proxies, handles, and what happens when student code misbehaves."""
 from __future__ import annotations
 
-import textwrap
 import time
 
 import pytest
