@@ -187,6 +187,15 @@ def student_client(pytestconfig: pytest.Config, assignment: config_mod.Assignmen
     client.close()
 
 
+@pytest.fixture(scope="session")
+def submission_dir(pytestconfig: pytest.Config) -> Path:
+    """The submission's directory, for tests that read data files (never code) from it."""
+    root = pytestconfig.getoption("--ag-root")
+    if not root:
+        raise pytest.UsageError("--ag-root is required to grade")
+    return Path(root).resolve()
+
+
 @pytest.fixture
 def student(request: pytest.FixtureRequest, student_client: WorkerClient):
     """The student's package, reached through the worker: ``student.attention.softmax(x)``."""
