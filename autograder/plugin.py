@@ -35,6 +35,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--ag-manifest-out", help="with --collect-only: write the test manifest here")
     group.addoption("--ag-suite-root", help="directory holding public/ and hidden/ (for suite names)")
     group.addoption("--ag-time-limits", help="JSON object overriding [time_limits] of assignment.toml")
+    group.addoption("--ag-golden-record", help="record what tests get from `reference` into this file")
+    group.addoption("--ag-golden", help="replay `reference` from this recording (no reference code needed)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -223,16 +225,43 @@ class _LazyPackage:
             return importlib.import_module(f"{self._module.__name__}.{name}")
 
 
-@pytest.fixture(scope="session")
-def reference(assignment: config_mod.Assignment):
-    """The reference package, imported in the (trusted) grading process."""
-    root = str(assignment.reference_root)
+def _import_reference(cfg: config_mod.Assignment):
+    root = str(cfg.reference_root)
     if root not in sys.path:
         sys.path.insert(0, root)
-    module = importlib.import_module(assignment.package)
+    module = importlib.import_module(cfg.package)
     module_file = Path(module.__file__ or "").resolve()
-    if assignment.reference_root not in module_file.parents:
-        raise RuntimeError(f"{assignment.package} resolved to {module_file}, not the reference")
+    if cfg.reference_root not in module_file.parents:
+        raise RuntimeError(f"{cfg.package} resolved to {module_file}, not the reference")
+    return module
+
+
+@pytest.fixture(scope="session")
+def _golden(pytestconfig: pytest.Config):
+    """(mode, recorder or replayer) for the run: live reference, recording, or replay."""
+    from .golden import Recorder, Replayer
+
+    replay = pytestconfig.getoption("--ag-golden")
+    record = pytestconfig.getoption("--ag-golden-record")
+    if replay:
+        yield "replay", Replayer(Path(replay))
+    elif record:
+        recorder = Recorder()
+        yield "record", recorder
+        recorder.save(Path(record))
+    else:
+        yield "live", None
+
+
+@pytest.fixture
+def reference(request: pytest.FixtureRequest, assignment: config_mod.Assignment, _golden):
+    """The reference package, in the (trusted) grading process; recorded or replayed in the kit."""
+    mode, store = _golden
+    if mode == "replay":
+        return store.proxy(request.node.nodeid, assignment.package)
+    module = _import_reference(assignment)
+    if mode == "record":
+        return store.proxy(module, request.node.nodeid)
     return _LazyPackage(module)
 
 
