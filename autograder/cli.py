@@ -24,8 +24,12 @@ AssignmentOpt = typer.Option(None, "--assignment", "-a",
                              help="assignment directory (default: $AUTOGRADER_ASSIGNMENT or the bundled one)")
 
 
-def _load(assignment: Optional[Path]) -> config_mod.Assignment:
-    path = assignment or Path(os.environ.get("AUTOGRADER_ASSIGNMENT", BUNDLED))
+def _load(assignment: Optional[Path], near: Optional[Path] = None) -> config_mod.Assignment:
+    """--assignment, else $AUTOGRADER_ASSIGNMENT, else an unzipped student kit, else the bundled one."""
+    from .build import find_kit_assignment
+
+    path = assignment or (Path(os.environ["AUTOGRADER_ASSIGNMENT"]) if os.environ.get("AUTOGRADER_ASSIGNMENT")
+                          else None) or find_kit_assignment((near or Path.cwd()).resolve()) or BUNDLED
     try:
         return config_mod.load(path)
     except config_mod.ConfigError as e:
@@ -81,11 +85,14 @@ def grade(
 def selfcheck(
     root: Path = typer.Argument(Path("."), help="your implementation root (contains the package)"),
     assignment: Optional[Path] = AssignmentOpt,
+    make_zip: bool = typer.Option(False, "--zip", help="also write submission.zip for Gradescope"),
+    zip_path: Path = typer.Option(Path("submission.zip"), "--zip-path", help="where --zip writes"),
 ) -> None:
     """Run the public tests on your code and predict your grade from them."""
+    from .build import write_submission_zip
     from .runner import grade as run_grade
 
-    cfg = _load(assignment)
+    cfg = _load(assignment, near=root)
     with console.status("Running the public tests ..."):
         results = run_grade(cfg, root, None, suite="public")
     _show(results, "Public tests")
@@ -103,6 +110,29 @@ def selfcheck(
         table.add_row(p.name, f"{share * p.points:.1f} / {p.points:g}")
     out.print(table)
     out.print(f"[bold]Predicted total: {predicted:.1f} / {sum(p.points for p in cfg.parts):g}[/bold]")
+    if make_zip:
+        files = write_submission_zip(cfg, root, zip_path)
+        missing = sorted(set(cfg.submission_files) - set(files))
+        out.print(f"wrote {zip_path} with {len(files)} files" + (f"; missing: {', '.join(missing)}" if missing else ""))
+
+
+@app.command()
+def build(
+    assignment: Optional[Path] = AssignmentOpt,
+    out_dir: Path = typer.Option(Path("dist"), "--out", help="where to write the zips"),
+) -> None:
+    """Build dist/autograder.zip (for Gradescope) and dist/student_kit.zip (for students)."""
+    from .build import BuildError
+    from .build import build as run_build
+
+    cfg = _load(assignment)
+    try:
+        with console.status("Building (recording the reference's answers for the public suites) ..."):
+            ag_zip, kit_zip = run_build(cfg, out_dir)
+    except BuildError as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(1) from None
+    out.print(f"wrote {ag_zip} (upload to Gradescope) and {kit_zip} (give to students)")
 
 
 @app.command()

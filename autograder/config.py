@@ -114,6 +114,11 @@ class Assignment(_Strict):
         return self.tests_dir / "manifest.json"
 
     @property
+    def golden_path(self) -> Path:
+        """Recorded reference values for the public suites (made by `autograder build`)."""
+        return self.tests_dir / "golden.agf"
+
+    @property
     def submission_files(self) -> list[str]:
         return [f for p in self.parts for f in p.files]
 

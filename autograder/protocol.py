@@ -67,11 +67,14 @@ def encode(value: Any, make_handle=None) -> tuple[Any, dict[str, torch.Tensor]]:
                 return float(v)
             return {"__float__": repr(float(v))}
         if isinstance(v, torch.Tensor):
+            if v.device.type == "meta":  # shape and dtype only: there is no data to send
+                return {"__meta_tensor__": [int(x) for x in v.shape],
+                        "dtype": str(v.dtype).removeprefix("torch.")}
             key = f"t{len(tensors)}"
             t = v.detach()
             if t.is_complex():
                 raise ValueError("complex tensors are not supported")
-            tensors[key] = t.to("cpu").contiguous().clone() if t.device.type != "meta" else t
+            tensors[key] = t.to("cpu").contiguous().clone()
             return {
                 "__tensor__": key,
                 "device": str(v.device),
@@ -140,6 +143,10 @@ def decode(obj: Any, tensors: dict[str, torch.Tensor], move_to_device: bool = Tr
             if o.get("requires_grad") is True and t.is_floating_point():
                 t.requires_grad_(True)
             return t
+        if "__meta_tensor__" in o:
+            if o.get("dtype") not in _DTYPES:
+                raise ProtocolError(f"unknown dtype {o.get('dtype')!r}")
+            return torch.empty([int(x) for x in o["__meta_tensor__"]], dtype=_DTYPES[o["dtype"]], device="meta")
         if "__float__" in o:
             text = o["__float__"]
             if text not in ("nan", "inf", "-inf"):

@@ -57,6 +57,11 @@ def _env() -> dict[str, str]:
     return env
 
 
+def use_golden(cfg: Assignment) -> bool:
+    """Replay recorded reference values when the reference's code is not there (student kit)."""
+    return not (cfg.reference_root / cfg.package).is_dir() and cfg.golden_path.exists()
+
+
 def suite_paths(cfg: Assignment, suite: Suite) -> list[Path]:
     names = ["public", "hidden"] if suite == "all" else [suite]
     return [cfg.tests_dir / n for n in names if (cfg.tests_dir / n).is_dir()]
@@ -83,32 +88,35 @@ def load_manifest(cfg: Assignment) -> list[ManifestEntry]:
 
 
 def _precheck(cfg: Assignment, root: Path) -> list[str]:
-    notes = []
+    """Notes for the student about files the grader could not find."""
     if not root.is_dir():
         return [f"The submission directory {root} does not exist."]
-    pkg = root / cfg.package
-    if not pkg.is_dir():
-        notes.append(f"Your submission has no `{cfg.package}/` folder: every test that needs it fails.")
-    else:
-        missing = [f for f in cfg.submission_files if f.startswith(cfg.package + "/") and not (root / f).exists()]
-        if missing:
-            notes.append("Missing from your submission: " + ", ".join(f"`{m}`" for m in missing) + ".")
+    missing = [f for f in cfg.submission_files if not (root / f).exists()]
+    if not missing:
+        return []
+    notes = ["Missing from your submission: " + ", ".join(f"`{m}`" for m in missing)
+             + ". The tests that need them fail."]
+    if not (root / cfg.package).is_dir():
+        notes.append(f"There is no `{cfg.package}/` folder at all: upload the package folder or its files.")
     return notes
 
 
 def grade(cfg: Assignment, root: Path, out: Path | None = None, suite: Suite = "all",
           parts: list[str] | None = None, verbose: bool = False,
-          time_limits: dict[str, float] | None = None) -> Results:
+          time_limits: dict[str, float] | None = None, notes: list[str] | None = None,
+          env: dict[str, str] | None = None) -> Results:
     """Grade ``root`` with ``suite``; writes results.json to ``out`` when given.
 
-    ``time_limits`` overrides entries of ``[time_limits]`` (e.g. ``{"call_s": 5}``).
+    ``time_limits`` overrides entries of ``[time_limits]`` (e.g. ``{"call_s": 5}``); ``notes`` are
+    shown to the student in the summary; ``env`` adds environment variables (e.g. the GPU to use).
+    Without the reference's code but with a recording (the student kit), the reference is replayed.
     """
     start = time.monotonic()
     if time_limits:
         limits = cfg.time_limits.model_validate({**cfg.time_limits.model_dump(), **time_limits})
         cfg = cfg.model_copy(update={"time_limits": limits})
     root = Path(root).resolve()
-    info = RunInfo(notes=_precheck(cfg, root))
+    info = RunInfo(notes=list(notes or []) + _precheck(cfg, root))
     try:
         manifest = load_manifest(cfg)
     except Exception as e:  # noqa: BLE001 - results.json must still be written
@@ -132,10 +140,11 @@ def grade(cfg: Assignment, root: Path, out: Path | None = None, suite: Suite = "
                 f"--timeout={cfg.time_limits.test_s:g}", "--timeout-method=signal",
                 "-q" if not verbose else "-v", "-rN", "--no-header", "-W", "ignore::DeprecationWarning",
                 "--continue-on-collection-errors",
+                *(["--ag-golden", str(cfg.golden_path)] if use_golden(cfg) else []),
                 *selection,
             ])
             try:
-                proc = subprocess.run(cmd, cwd=tmp, env=_env(), timeout=cfg.time_limits.total_s,
+                proc = subprocess.run(cmd, cwd=tmp, env={**_env(), **(env or {})}, timeout=cfg.time_limits.total_s,
                                       stdin=subprocess.DEVNULL,
                                       stdout=None if verbose else subprocess.PIPE,
                                       stderr=subprocess.STDOUT, text=True)

@@ -26,7 +26,7 @@ def test_roundtrip_values():
         "nested": [1, 2.5, None, True, "s", (1, (2, 3))], "nan": float("nan"), "inf": float("-inf"),
         "dtype": torch.float16, "device": torch.device("cpu"), "size": torch.Size([2, 3]),
         "handle": Handle(7, "Module"), "odd_keys": {"__tensor__": 1}, "int_keys": {1: "a"},
-        "view": t[:, 1],
+        "view": t[:, 1], "meta": torch.empty(3, 5, dtype=torch.float16, device="meta"),
     }
     out = roundtrip(msg)
     for key in ("tensor", "half", "bf16", "bool", "long", "scalar", "empty", "view"):
@@ -37,6 +37,7 @@ def test_roundtrip_values():
     assert out["dtype"] is torch.float16 and out["size"] == torch.Size([2, 3])
     assert isinstance(out["handle"], Handle) and out["handle"].id == 7
     assert out["odd_keys"] == {"__tensor__": 1} and out["int_keys"] == {1: "a"}
+    assert out["meta"].is_meta and out["meta"].shape == (3, 5) and out["meta"].dtype == torch.float16
 
 
 def test_requires_grad_survives():

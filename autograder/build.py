@@ -1,0 +1,226 @@
+"""`autograder build`: the Gradescope autograder zip and the student kit zip.
+
+autograder.zip (upload to Gradescope): setup.sh, run_autograder, the harness as a wheel, the
+assignment (config, public + hidden suites, manifest) and the reference solution.
+
+student_kit.zip (give to students): the template, the answers notebook, the public suites with
+the reference's answers recorded (no reference code), the harness as a wheel and a README, so
+that unzip + one install + `autograder selfcheck` works without this repository.
+"""
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+from .config import Assignment
+from .manifest import read_manifest
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+SKIP_PARTS = {"__pycache__", ".pytest_cache", ".ipynb_checkpoints"}
+SKIP_SUFFIXES = {".pyc", ".pyo"}
+
+SETUP_SH = """#!/usr/bin/env bash
+# Gradescope image setup: runs once, as root, on Ubuntu 22.04 (system Python 3.10).
+set -euxo pipefail
+export DEBIAN_FRONTEND=noninteractive
+apt-get update
+apt-get install -y --no-install-recommends python3 python3-pip python3-venv
+python3 -m venv /autograder/venv
+/autograder/venv/bin/pip install --upgrade pip
+# The CPU build of PyTorch (Gradescope machines have no GPU); the default index would fetch CUDA.
+/autograder/venv/bin/pip install torch --index-url https://download.pytorch.org/whl/cpu
+/autograder/venv/bin/pip install triton
+/autograder/venv/bin/pip install /autograder/source/wheels/*.whl
+# The unprivileged account that runs student code.
+id -u {user} >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin {user}
+"""
+
+RUN_AUTOGRADER = """#!/usr/bin/env bash
+# Gradescope runs this for every submission. It always leaves results/results.json behind.
+ROOT="${{AUTOGRADER_ROOT:-/autograder}}"
+PY="${{AUTOGRADER_PYTHON:-$ROOT/venv/bin/python}}"
+cd "$ROOT" || exit 0
+"$PY" -m autograder.gradescope --root "$ROOT" --assignment "$ROOT/source/assignments/{name}"
+if [ ! -s "$ROOT/results/results.json" ]; then
+  mkdir -p "$ROOT/results"
+  printf '%s\\n' '{{"score": 0, "output": "The autograder failed to start; please tell your instructor."}}' \\
+    > "$ROOT/results/results.json"
+fi
+exit 0
+"""
+
+KIT_README = """# {title}: student kit
+
+## Set up (once)
+
+```bash
+python3 -m venv .venv && .venv/bin/pip install torch kit/wheels/*.whl
+```
+
+(On a machine without a GPU, `pip install torch --index-url https://download.pytorch.org/whl/cpu`
+gives the much smaller CPU build.)
+
+## Work
+
+Fill in the stubs in `{package}/` (each `raise NotImplementedError(...)` says where to start)
+and answer the questions in `answers.ipynb`.
+
+## Check your work
+
+```bash
+.venv/bin/autograder selfcheck          # runs the public tests, predicts your grade
+.venv/bin/autograder selfcheck --zip    # also writes submission.zip for Gradescope
+```
+
+The public tests are a subset of the grading tests: passing them all is a good sign, not a
+guarantee. Upload `submission.zip` (it holds exactly: {files}).
+"""
+
+
+class BuildError(Exception):
+    pass
+
+
+def _files_under(base: Path) -> list[Path]:
+    return sorted(p for p in base.rglob("*") if p.is_file() and not p.is_symlink()
+                  and not any(part in SKIP_PARTS for part in p.relative_to(base).parts)
+                  and p.suffix not in SKIP_SUFFIXES)
+
+
+def build_wheel(out_dir: Path) -> Path:
+    """The harness as a wheel, built from this source checkout."""
+    if not (PROJECT_ROOT / "pyproject.toml").exists():
+        raise BuildError("`autograder build` needs the kit's source checkout (no pyproject.toml found)")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    base = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(out_dir), str(PROJECT_ROOT)]
+    for extra in (["--no-build-isolation"], []):  # offline first; fall back to an isolated build
+        proc = subprocess.run(base + extra, capture_output=True, text=True)
+        wheels = sorted(out_dir.glob("*.whl"))
+        if proc.returncode == 0 and wheels:
+            return wheels[-1]
+    raise BuildError(f"building the harness wheel failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+
+
+def record_golden(cfg: Assignment, path: Path) -> None:
+    """Run the public suites on the reference, recording what they get from it (must pass)."""
+    from .runner import _INI, _env, _pytest_command
+
+    with tempfile.TemporaryDirectory(prefix="ag-golden-") as tmp:
+        ini = Path(tmp) / "pytest.ini"
+        ini.write_text(_INI)
+        cmd = _pytest_command(cfg, ini, ["--ag-root", str(cfg.reference_root), "--ag-golden-record", str(path),
+                                         "-q", "-p", "no:randomly", str(cfg.tests_dir / "public")])
+        proc = subprocess.run(cmd, cwd=tmp, env=_env(), capture_output=True, text=True, timeout=1800)
+    if proc.returncode != 0 or not path.exists():
+        raise BuildError("the public suites do not pass on the reference while recording:\n"
+                         + proc.stdout[-3000:] + proc.stderr[-2000:])
+
+
+def _write_zip(zip_path: Path, entries: dict[str, Path | bytes], executable: set[str] = frozenset()) -> None:
+    zip_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = zip_path.with_suffix(".tmp")
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+        for arcname in sorted(entries):
+            data = entries[arcname]
+            info = zipfile.ZipInfo(arcname, date_time=(2026, 1, 1, 0, 0, 0))
+            mode = 0o755 if arcname in executable else 0o644
+            info.external_attr = (stat.S_IFREG | mode) << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            zf.writestr(info, data if isinstance(data, bytes) else data.read_bytes())
+    os.replace(tmp, zip_path)
+
+
+def _assignment_entries(cfg: Assignment, prefix: str, public_only: bool) -> dict[str, Path | bytes]:
+    """assignment.toml, data files next to it, suite helpers and the suites."""
+    entries: dict[str, Path | bytes] = {}
+    for path in sorted(cfg.directory.iterdir()):
+        if path.is_file() and path.suffix in (".toml", ".md", ".json"):
+            entries[f"{prefix}/{path.name}"] = path
+    tests = cfg.tests_dir
+    for path in sorted(tests.iterdir()):
+        if path.is_file() and path.suffix == ".py":
+            entries[f"{prefix}/tests/{path.name}"] = path
+    for suite in ("public",) if public_only else ("public", "hidden"):
+        for path in _files_under(tests / suite):
+            entries[f"{prefix}/tests/{suite}/{path.relative_to(tests / suite)}"] = path
+    if cfg.manifest_path.exists():
+        manifest = read_manifest(cfg.manifest_path)
+        if public_only:
+            manifest = [m for m in manifest if m.suite == "public"]
+        entries[f"{prefix}/tests/manifest.json"] = (
+            json.dumps([m.model_dump() for m in manifest], indent=1) + "\n").encode()
+    return entries
+
+
+def build(cfg: Assignment, out_dir: Path) -> tuple[Path, Path]:
+    """Write dist/autograder.zip and dist/student_kit.zip; returns their paths."""
+    from .runner import collect_manifest
+
+    out_dir = Path(out_dir)
+    ref_pkg = cfg.reference_root / cfg.package
+    tpl_root = cfg.template_root
+    if not ref_pkg.is_dir():
+        raise BuildError(f"no reference package at {ref_pkg}")
+    if not (tpl_root / cfg.package).is_dir():
+        raise BuildError(f"no student template at {tpl_root / cfg.package} (run `autograder template`)")
+    with tempfile.TemporaryDirectory(prefix="ag-build-") as tmp:
+        tmpdir = Path(tmp)
+        collect_manifest(cfg, tmpdir / "fresh.json")
+        if not cfg.manifest_path.exists() or cfg.manifest_path.read_text() != (tmpdir / "fresh.json").read_text():
+            raise BuildError("the test manifest is stale: run `autograder manifest` first")
+        wheel = build_wheel(tmpdir / "wheels")
+        golden = tmpdir / "golden.agf"
+        record_golden(cfg, golden)
+
+        name = cfg.name
+        ag: dict[str, Path | bytes] = {
+            "setup.sh": SETUP_SH.format(user="ag-student").encode(),
+            "run_autograder": RUN_AUTOGRADER.format(name=name).encode(),
+            f"wheels/{wheel.name}": wheel,
+        }
+        ag |= _assignment_entries(cfg, f"assignments/{name}", public_only=False)
+        for path in _files_under(ref_pkg):
+            ag[f"reference/{cfg.package}/{path.relative_to(ref_pkg)}"] = path
+        ag_zip = out_dir / "autograder.zip"
+        _write_zip(ag_zip, ag, executable={"setup.sh", "run_autograder"})
+
+        kit: dict[str, Path | bytes] = {f"kit/wheels/{wheel.name}": wheel}
+        kit |= _assignment_entries(cfg, "kit/assignment", public_only=True)
+        kit["kit/assignment/tests/golden.agf"] = golden
+        for path in _files_under(tpl_root):
+            rel = path.relative_to(tpl_root)
+            if rel.parts[0] == cfg.package or path.suffix == ".ipynb":
+                kit[str(rel)] = path
+        files = ", ".join(f"`{f}`" for f in cfg.submission_files)
+        kit["README.md"] = KIT_README.format(title=cfg.title, package=cfg.package, files=files).encode()
+        kit_zip = out_dir / "student_kit.zip"
+        _write_zip(kit_zip, kit)
+    return ag_zip, kit_zip
+
+
+def write_submission_zip(cfg: Assignment, root: Path, zip_path: Path) -> list[str]:
+    """The zip to upload: exactly the assignment's submission files that exist under ``root``."""
+    entries: dict[str, Path | bytes] = {}
+    wanted = list(cfg.submission_files) + [f"{cfg.package}/__init__.py"]
+    for rel in wanted:
+        path = root / rel
+        if path.is_file() and not path.is_symlink():
+            entries[rel] = path
+    _write_zip(zip_path, entries)
+    return sorted(entries)
+
+
+def find_kit_assignment(start: Path) -> Path | None:
+    """In an unzipped student kit, the assignment lives in kit/assignment next to the package."""
+    for base in (start, *start.parents):
+        candidate = base / "kit" / "assignment" / "assignment.toml"
+        if candidate.exists():
+            return candidate.parent
+    return None
+

@@ -1,0 +1,143 @@
+"""Packaging: the Gradescope zip run in a temporary /autograder layout, and the student kit
+installed in a fresh virtual environment without this repository."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from autograder.build import build
+from autograder.results import Results
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def dist(cfg, tmp_path_factory):
+    out = tmp_path_factory.mktemp("dist")
+    return build(cfg, out)
+
+
+@pytest.fixture(scope="module")
+def fresh_python(dist, tmp_path_factory):
+    """A new venv holding the harness from the kit's wheel only (other packages borrowed offline)."""
+    venv = tmp_path_factory.mktemp("venv")
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    py = venv / "bin" / "python"
+    site = Path(subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                               capture_output=True, text=True, check=True).stdout.strip())
+    # Dependencies (torch, pytest, ...) come from this environment, read-only, through a .pth line;
+    # the harness itself must come from the wheel.
+    (site / "borrowed-deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    with zipfile.ZipFile(dist[1]) as zf:
+        wheel = next(n for n in zf.namelist() if n.endswith(".whl"))
+        target = venv / Path(wheel).name
+        target.write_bytes(zf.read(wheel))
+    subprocess.run([str(py), "-m", "pip", "install", "--no-index", "--no-deps", "--quiet", str(target)], check=True)
+    origin = subprocess.run([str(py), "-c", "import autograder; print(autograder.__file__)"],
+                            capture_output=True, text=True, check=True).stdout
+    assert str(venv) in origin, origin
+    return py
+
+
+def test_zip_contents(dist, cfg):
+    ag, kit = (set(zipfile.ZipFile(z).namelist()) for z in dist)
+    assert {"setup.sh", "run_autograder", f"reference/{cfg.package}/attention.py",
+            "assignments/transformer/tests/hidden/test_mha.py",
+            "assignments/transformer/tests/manifest.json"} <= ag
+    assert any(n.startswith("wheels/") and n.endswith(".whl") for n in ag)
+    assert f"{cfg.package}/attention.py" in kit and "kit/assignment/tests/golden.agf" in kit
+    for names in (ag, kit):
+        assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
+        assert not any(n.startswith("tests/") for n in names)  # never the project's own tests
+    assert not any("hidden" in n or n.startswith("reference/") for n in kit)
+    kit_manifest = json.loads(zipfile.ZipFile(dist[1]).read("kit/assignment/tests/manifest.json"))
+    assert kit_manifest and all(e["suite"] == "public" for e in kit_manifest)
+    info = zipfile.ZipFile(dist[0]).getinfo("run_autograder")
+    assert (info.external_attr >> 16) & 0o111
+
+
+def run_gradescope(dist, fresh_python, tmp_path, files: dict[str, str | Path]) -> Results:
+    root = tmp_path / "autograder"
+    (root / "source").mkdir(parents=True)
+    zipfile.ZipFile(dist[0]).extractall(root / "source")
+    shutil.copy(root / "source" / "run_autograder", root / "run_autograder")
+    sub = root / "submission"
+    sub.mkdir()
+    for rel, content in files.items():
+        (sub / rel).parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, Path):
+            shutil.copy(content, sub / rel)
+        else:
+            (sub / rel).write_text(content)
+    (root / "submission_metadata.json").write_text(json.dumps({"id": 1, "users": [{"name": "S"}]}))
+    env = {**os.environ, "AUTOGRADER_ROOT": str(root), "AUTOGRADER_PYTHON": str(fresh_python)}
+    subprocess.run(["bash", str(root / "run_autograder")], env=env, check=True, timeout=900,
+                   capture_output=True)
+    return Results.read(root / "results" / "results.json")
+
+
+def test_gradescope_reference_gets_full_marks(dist, fresh_python, tmp_path, cfg):
+    files = {f"{cfg.package}/{p.name}": p for p in (cfg.reference_root / cfg.package).glob("*.py")}
+    res = run_gradescope(dist, fresh_python, tmp_path, files)
+    failed = [(t.name, t.output) for t in res.tests if t.status == "failed"]
+    written = [f for f in failed if f[0].startswith("written")]
+    assert failed == written, failed  # the reference ships no answers notebook
+    assert res.score == sum(t.max_score for t in res.tests if not t.name.startswith("written"))
+
+
+def test_gradescope_loose_files_and_extras(dist, fresh_python, tmp_path, cfg):
+    """Files uploaded without their folder are found; a planted conftest.py is never copied."""
+    files = {p.name: p for p in (cfg.reference_root / cfg.package).glob("*.py") if p.name != "__init__.py"}
+    files["conftest.py"] = "import os\nos._exit(0)\n"
+    res = run_gradescope(dist, fresh_python, tmp_path, files)
+    attention = res.extra_data["parts"]["attention"]
+    assert attention["score"] == attention["max_score"] > 0
+
+
+@pytest.mark.parametrize("kind", ["template", "empty", "syntax_error"])
+def test_gradescope_broken_submissions_give_valid_results(dist, fresh_python, tmp_path, cfg, kind):
+    if kind == "template":
+        files = {f"{cfg.package}/{p.name}": p for p in (cfg.template_root / cfg.package).glob("*.py")}
+    elif kind == "empty":
+        files = {}
+    else:
+        files = {f"{cfg.package}/attention.py": "def softmax(x:\n", f"{cfg.package}/mha.py": "class (\n"}
+    res = run_gradescope(dist, fresh_python, tmp_path, files)
+    from autograder.manifest import read_manifest
+
+    assert res.score == 0
+    assert len(res.tests) == len(read_manifest(cfg.manifest_path))  # every test listed
+    if kind == "empty":
+        assert "Missing from your submission" in res.output
+    if kind == "syntax_error":
+        assert "SyntaxError" in "\n".join(t.output or "" for t in res.tests)
+
+
+def test_student_kit_selfcheck_without_the_repository(dist, fresh_python, tmp_path, cfg):
+    kit = tmp_path / "kit"
+    zipfile.ZipFile(dist[1]).extractall(kit)
+    autograder = fresh_python.parent / "autograder"
+    env = {k: v for k, v in os.environ.items() if k != "AUTOGRADER_ASSIGNMENT"}
+
+    def selfcheck(*args: str) -> str:
+        proc = subprocess.run([str(autograder), "selfcheck", *args], cwd=kit, env=env, capture_output=True,
+                              text=True, timeout=600)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        return proc.stdout
+
+    assert "Predicted total: 0.0" in selfcheck()
+    for p in (cfg.reference_root / cfg.package).glob("*.py"):  # a student who solved everything
+        shutil.copy(p, kit / cfg.package / p.name)
+    out = selfcheck("--zip")
+    code_points = sum(p.points for p in cfg.parts if p.name != "written")
+    assert f"Predicted total: {code_points:.1f}" in out
+    names = set(zipfile.ZipFile(kit / "submission.zip").namelist())
+    assert names == {f for f in cfg.submission_files if (kit / f).exists()} | {f"{cfg.package}/__init__.py"}
