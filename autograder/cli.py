@@ -117,6 +117,46 @@ def selfcheck(
 
 
 @app.command()
+def batch(
+    export: Path = typer.Argument(..., help="Gradescope 'Export Submissions' zip or its unpacked folder"),
+    assignment: Optional[Path] = AssignmentOpt,
+    workers: int = typer.Option(1, "--workers", "-j", min=1, help="submissions graded in parallel"),
+    out_dir: Path = typer.Option(Path("batch_results"), "--out", help="output folder"),
+    force: bool = typer.Option(False, "--force", help="regrade submissions that already have results"),
+) -> None:
+    """Grade every submission of an export: per-student results.json, grades.csv, summary and plots."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from .batch import ExportError, grade_export, read_export, safe_extract
+
+    cfg = _load(assignment)
+    if not export.exists():
+        console.print(f"[red]error:[/red] {export} does not exist")
+        raise typer.Exit(2)
+    try:
+        if export.is_dir():
+            total = len(read_export(export))
+        else:
+            import tempfile
+
+            with tempfile.TemporaryDirectory() as tmp:
+                safe_extract(export, Path(tmp))
+                total = len(read_export(Path(tmp)))
+    except (ExportError, OSError) as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from None
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console) as bar:
+        task = bar.add_task("grading", total=total)
+
+        def tick(sub_id: str, what: str) -> None:
+            bar.update(task, advance=1, description=f"{sub_id}: {what}")
+
+        results = grade_export(cfg, export, out_dir, workers=workers, force=force, progress=tick)
+    out.print(f"graded {len(results)} submissions; see {out_dir / 'grades.csv'} and {out_dir / 'summary.md'}")
+
+
+@app.command()
 def build(
     assignment: Optional[Path] = AssignmentOpt,
     out_dir: Path = typer.Option(Path("dist"), "--out", help="where to write the zips"),

@@ -1,14 +1,12 @@
 """Shared fixtures for the project's own tests."""
 from __future__ import annotations
 
-import concurrent.futures
 from pathlib import Path
 
 import pytest
 
 from autograder import config as config_mod
 from autograder.results import Results
-from autograder.runner import grade
 
 ROOT = Path(__file__).resolve().parent.parent
 ASSIGNMENT = ROOT / "assignments" / "transformer"
@@ -22,18 +20,55 @@ def cfg() -> config_mod.Assignment:
     return config_mod.load(ASSIGNMENT)
 
 
+def make_export(dest: Path, roots: dict[str, Path]) -> Path:
+    """A Gradescope-style "Export Submissions" zip with one submission per root."""
+    import shutil
+    import zipfile
+
+    import yaml
+
+    base = dest / "assignment_1_export"
+    meta = {}
+    for i, (name, root) in enumerate(roots.items()):
+        sub = base / f"submission_{name}"
+        sub.mkdir(parents=True)
+        if (root / "transformer_lab").is_dir():
+            shutil.copytree(root / "transformer_lab", sub / "transformer_lab",
+                            ignore=shutil.ignore_patterns("__pycache__"))
+        meta[f"submission_{name}"] = {":submitters": [{":name": f"Student {name}", ":sid": str(1000 + i),
+                                                        ":email": f"{name}@example.edu"}],
+                                      ":created_at": "2026-11-20 10:00:00.000000000 -08:00"}
+    (base / "submission_metadata.yml").write_text(yaml.safe_dump(meta))
+    zip_path = dest / "export.zip"
+    with zipfile.ZipFile(zip_path, "w") as zf:
+        for path in sorted(base.rglob("*")):
+            if path.is_file():
+                zf.write(path, path.relative_to(dest))
+    shutil.rmtree(base)
+    return zip_path
+
+
 @pytest.fixture(scope="session")
-def graded(cfg, tmp_path_factory):
-    """Grade every fixture submission (plus reference and template) once, two at a time."""
+def batch_run(cfg, tmp_path_factory):
+    """Every fixture submission (plus reference and template) graded with `autograder batch`, 2 workers."""
+    from autograder.batch import grade_export
+
     roots = {"reference": cfg.reference_root, "template": cfg.template_root}
     roots |= {p.name: p for p in sorted(SUBMISSIONS.iterdir()) if p.is_dir()}
-    out_dir = tmp_path_factory.mktemp("graded")
+    work = tmp_path_factory.mktemp("batch")
+    export = make_export(work, roots)
+    out = work / "out"
+    results = grade_export(cfg, export, out, workers=2, time_limits=FAST_LIMITS)
+    return {"export": export, "out": out, "results": results, "names": list(roots)}
 
-    def run(name: str) -> tuple[str, Results]:
-        return name, grade(cfg, roots[name], out_dir / f"{name}.json", time_limits=FAST_LIMITS)
 
-    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
-        results = dict(pool.map(run, roots))
-    for name in roots:  # what was written to disk is what Gradescope would read
-        assert Results.read(out_dir / f"{name}.json") == results[name]
+@pytest.fixture(scope="session")
+def graded(batch_run):
+    """Results by fixture name (reference, template, alt_correct, bug_*, ...)."""
+    out = batch_run["out"]
+    results = {}
+    for name in batch_run["names"]:
+        res = batch_run["results"][f"submission_{name}"]
+        assert Results.read(out / "results" / f"submission_{name}.json") == res  # what Gradescope would read
+        results[name] = res
     return results

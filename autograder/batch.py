@@ -1,0 +1,242 @@
+"""`autograder batch`: grade every submission of a Gradescope export, resumably and in parallel.
+
+Input: Gradescope's "Export Submissions" download (the zip, or the folder it unpacks to) with
+``submission_metadata.yml`` and one ``submission_<id>/`` folder per submission. Output folder:
+``results/<id>.json`` per submission, ``grades.csv`` (one row per submission), ``summary.md``
+with ``totals.png`` (histogram of totals) and ``pass_rates.png`` (per-part pass rates).
+Already graded submissions are skipped unless ``force``; a broken or hostile submission only
+ever produces its own failed results.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import csv
+import queue
+import stat
+import statistics
+import tempfile
+import threading
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from .config import Assignment
+from .results import Results
+from .runner import grade
+from .submission import copy_submission
+
+MAX_UNPACKED_BYTES = 4 * 1024 ** 3
+
+
+@dataclass
+class Submission:
+    id: str
+    path: Path
+    submitters: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def names(self) -> str:
+        return "; ".join(s.get("name", "") for s in self.submitters)
+
+    @property
+    def emails(self) -> str:
+        return "; ".join(s.get("email", "") for s in self.submitters)
+
+    @property
+    def sids(self) -> str:
+        return "; ".join(s.get("sid", "") for s in self.submitters)
+
+
+class ExportError(Exception):
+    pass
+
+
+def safe_extract(zip_path: Path, dest: Path) -> None:
+    """Unzip without following symlinks or writing outside ``dest``."""
+    dest = dest.resolve()
+    total = 0
+    with zipfile.ZipFile(zip_path) as zf:
+        for info in zf.infolist():
+            mode = info.external_attr >> 16
+            if stat.S_ISLNK(mode):
+                continue
+            target = (dest / info.filename).resolve()
+            if dest not in target.parents and target != dest:
+                continue
+            total += info.file_size
+            if total > MAX_UNPACKED_BYTES:
+                raise ExportError(f"{zip_path} unpacks to more than {MAX_UNPACKED_BYTES} bytes")
+            if info.is_dir():
+                target.mkdir(parents=True, exist_ok=True)
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with zf.open(info) as src, open(target, "wb") as out:
+                while chunk := src.read(1 << 20):
+                    out.write(chunk)
+
+
+def _strip(key: Any) -> str:
+    return str(key).lstrip(":")
+
+
+def read_export(folder: Path) -> list[Submission]:
+    """Submissions of an unpacked export, with submitters from submission_metadata.yml."""
+    metas = sorted(folder.rglob("submission_metadata.yml"))
+    if not metas:
+        raise ExportError(f"no submission_metadata.yml under {folder}: is this a Gradescope export?")
+    base = metas[0].parent
+    try:
+        data = yaml.safe_load(metas[0].read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ExportError(f"{metas[0]} is not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ExportError(f"{metas[0]}: expected a mapping of submissions")
+    subs = []
+    for key, meta in sorted(data.items(), key=lambda kv: str(kv[0])):
+        sub_id = _strip(key)
+        path = base / sub_id
+        if not path.is_dir():
+            continue
+        people = []
+        meta = {_strip(k): v for k, v in (meta or {}).items()} if isinstance(meta, dict) else {}
+        for person in meta.get("submitters") or []:
+            if isinstance(person, dict):
+                people.append({_strip(k): str(v) for k, v in person.items()})
+        subs.append(Submission(sub_id, path, people))
+    return subs
+
+
+def _status(res: Results) -> str:
+    out = res.output or ""
+    if "could not grade" in out or "did not complete" in out:
+        return "error"
+    return "graded"
+
+
+def grade_export(cfg: Assignment, export: Path, out_dir: Path, workers: int = 1, force: bool = False,
+                 time_limits: dict[str, float] | None = None,
+                 progress: Callable[[str, str], None] | None = None) -> dict[str, Results]:
+    """Grade every submission of ``export`` into ``out_dir``; returns results by submission id."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "results").mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="ag-export-") as tmp:
+        folder = export
+        if export.is_file():
+            folder = Path(tmp) / "export"
+            safe_extract(export, folder)
+        subs = read_export(folder)
+        slots: queue.Queue[int] = queue.Queue()
+        n_gpus = _gpu_count()
+        for i in range(max(1, workers)):
+            slots.put(i)
+        lock = threading.Lock()
+        done: dict[str, Results] = {}
+
+        def work(sub: Submission) -> None:
+            path = out_dir / "results" / f"{sub.id}.json"
+            if path.exists() and not force:
+                try:
+                    res = Results.read(path)
+                    with lock:
+                        done[sub.id] = res
+                    if progress:
+                        progress(sub.id, "skipped (already graded)")
+                    return
+                except Exception:  # noqa: BLE001 - unreadable: grade again
+                    pass
+            slot = slots.get()
+            try:
+                env = {"CUDA_VISIBLE_DEVICES": str(slot % n_gpus)} if n_gpus else None
+                with tempfile.TemporaryDirectory(prefix="ag-sub-") as work_dir:
+                    report = copy_submission(sub.path, Path(work_dir), cfg)
+                    res = grade(cfg, Path(work_dir), path, time_limits=time_limits, notes=report.notes, env=env)
+            except Exception as e:  # noqa: BLE001 - one submission never stops the batch
+                from .gradescope import fallback_results
+
+                res = fallback_results(f"{type(e).__name__}: {e}", cfg.directory)
+                res.write(path)
+            finally:
+                slots.put(slot)
+            with lock:
+                done[sub.id] = res
+            if progress:
+                progress(sub.id, f"{res.score:g}")
+
+        with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            list(pool.map(work, subs))
+        results = {s.id: done[s.id] for s in subs if s.id in done}
+        write_reports(cfg, subs, results, out_dir)
+    return results
+
+
+def _gpu_count() -> int:
+    try:
+        import torch
+
+        return torch.cuda.device_count()
+    except Exception:  # noqa: BLE001
+        return 0
+
+
+def write_reports(cfg: Assignment, subs: list[Submission], results: dict[str, Results], out_dir: Path) -> None:
+    """grades.csv, summary.md, totals.png and pass_rates.png."""
+    parts = cfg.part_names
+    with open(out_dir / "grades.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["submission_id", "names", "emails", "sids", *parts, "total", "max", "status"])
+        for sub in subs:
+            res = results.get(sub.id)
+            if res is None:
+                writer.writerow([sub.id, sub.names, sub.emails, sub.sids, *([""] * len(parts)), "", "", "missing"])
+                continue
+            per = (res.extra_data or {}).get("parts", {})
+            max_total = sum(t.max_score or 0 for t in res.tests or [])
+            writer.writerow([sub.id, sub.names, sub.emails, sub.sids,
+                             *[per.get(p, {}).get("score", 0) for p in parts],
+                             res.score, max_total, _status(res)])
+    totals = [r.score or 0.0 for r in results.values()]
+    rates = {}
+    for p in parts:
+        passed = sum((r.extra_data or {}).get("parts", {}).get(p, {}).get("passed", 0) for r in results.values())
+        count = sum((r.extra_data or {}).get("parts", {}).get(p, {}).get("tests", 0) for r in results.values())
+        if count:
+            rates[p] = passed / count
+    _plots(totals, rates, out_dir)
+    lines = [f"# {cfg.title}: batch summary", "",
+             f"- submissions: {len(subs)} (graded: {len(results)})"]
+    if totals:
+        lines += [f"- mean total: {statistics.mean(totals):.2f}, median: {statistics.median(totals):.2f}, "
+                  f"max: {max(totals):g}"]
+    errors = [s for s, r in results.items() if _status(r) == "error"]
+    if errors:
+        lines.append(f"- runs that did not complete: {', '.join(errors)}")
+    lines += ["", "| part | test pass rate |", "|---|---:|"] + [f"| {p} | {r:.0%} |" for p, r in rates.items()]
+    lines += ["", "![totals](totals.png)", "", "![pass rates](pass_rates.png)", ""]
+    (out_dir / "summary.md").write_text("\n".join(lines))
+
+
+def _plots(totals: list[float], rates: dict[str, float], out_dir: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.hist(totals or [0.0], bins=min(20, max(5, len(set(totals)))), color="#4477aa", edgecolor="white")
+    ax.set_xlabel("total score")
+    ax.set_ylabel("submissions")
+    ax.set_title("Distribution of totals")
+    fig.tight_layout()
+    fig.savefig(out_dir / "totals.png", dpi=110)
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.bar(list(rates), [100 * r for r in rates.values()], color="#66aa55")
+    ax.set_ylim(0, 100)
+    ax.set_ylabel("tests passed (%)")
+    ax.set_title("Pass rate per part")
+    fig.tight_layout()
+    fig.savefig(out_dir / "pass_rates.png", dpi=110)
+    plt.close(fig)

@@ -1,0 +1,63 @@
+"""`autograder batch` on a synthetic Gradescope export (built in conftest from the fixtures)."""
+from __future__ import annotations
+
+import csv
+import time
+
+import pytest
+
+from autograder.batch import ExportError, grade_export, read_export
+
+pytestmark = pytest.mark.slow
+
+
+def test_outputs(batch_run, cfg):
+    out = batch_run["out"]
+    rows = list(csv.DictReader(open(out / "grades.csv")))
+    assert len(rows) == len(batch_run["names"]) >= 20
+    by_id = {r["submission_id"]: r for r in rows}
+    ref = by_id["submission_reference"]
+    assert ref["names"] == "Student reference" and ref["emails"] == "reference@example.edu"
+    assert float(ref["attention"]) == 19.5 and float(ref["total"]) > 0
+    assert float(by_id["submission_template"]["total"]) == 0
+    assert all(r["status"] in ("graded", "error") for r in rows)
+    for png in ("totals.png", "pass_rates.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    summary = (out / "summary.md").read_text()
+    assert "| attention |" in summary and f"submissions: {len(rows)}" in summary
+
+
+def test_hostile_submissions_do_not_stop_the_batch(batch_run):
+    res = batch_run["results"]
+    for name in ("crash_segfault", "crash_os_exit", "hang_import", "syntax_error", "empty"):
+        assert f"submission_{name}" in res
+
+
+def test_resume_skips_graded_and_regrades_missing(batch_run, cfg):
+    out = batch_run["out"]
+    seen = []
+    t0 = time.monotonic()
+    grade_export(cfg, batch_run["export"], out, workers=2, progress=lambda i, what: seen.append(what))
+    assert time.monotonic() - t0 < 30
+    assert len(seen) == len(batch_run["names"]) and all(w.startswith("skipped") for w in seen)
+    # A missing result is regraded on the next run.
+    (out / "results" / "submission_alt_correct.json").unlink()
+    seen.clear()
+    grade_export(cfg, batch_run["export"], out, workers=2, progress=lambda i, what: seen.append((i, what)))
+    regraded = [i for i, what in seen if not what.startswith("skipped")]
+    assert regraded == ["submission_alt_correct"]
+
+
+def test_not_an_export(tmp_path, cfg):
+    with pytest.raises(ExportError, match="submission_metadata.yml"):
+        read_export(tmp_path)
+
+
+def test_force_regrades(tmp_path, cfg):
+    from conftest import SUBMISSIONS, make_export
+
+    export = make_export(tmp_path, {"empty": SUBMISSIONS / "empty"})
+    first = grade_export(cfg, export, tmp_path / "out")
+    seen = []
+    again = grade_export(cfg, export, tmp_path / "out", force=True, progress=lambda i, w: seen.append(w))
+    assert seen == ["0"] and first["submission_empty"].score == again["submission_empty"].score == 0
