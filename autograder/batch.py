@@ -169,7 +169,23 @@ def grade_export(cfg: Assignment, export: Path, out_dir: Path, workers: int = 1,
             list(pool.map(work, subs))
         results = {s.id: done[s.id] for s in subs if s.id in done}
         write_reports(cfg, subs, results, out_dir)
+        _export_answers(cfg, subs, out_dir)
     return results
+
+
+def _export_answers(cfg: Assignment, subs: list[Submission], out_dir: Path) -> None:
+    """Written answers of the class, grouped by question, for manual grading (when there are any)."""
+    from .questions import export_answers, load_questions
+
+    if not (cfg.directory / "questions.toml").exists():
+        return
+    notebooks = {}
+    for sub in subs:
+        found = sorted(p for p in sub.path.rglob("answers.ipynb") if not p.is_symlink())
+        if found:
+            notebooks[sub.id] = found[0]
+    if notebooks:
+        export_answers(notebooks, load_questions(cfg.directory), out_dir / "answers")
 
 
 def _gpu_count() -> int:

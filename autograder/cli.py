@@ -117,6 +117,32 @@ def selfcheck(
 
 
 @app.command()
+def answers(
+    submissions: list[Path] = typer.Argument(..., help="submission folders or .ipynb files"),
+    assignment: Optional[Path] = AssignmentOpt,
+    out_dir: Path = typer.Option(Path("answers"), "--out", help="output folder"),
+) -> None:
+    """Export written answers as Markdown and HTML (several submissions: grouped by question)."""
+    from .questions import QuestionsError, export_answers, load_questions
+
+    cfg = _load(assignment)
+    try:
+        questions = load_questions(cfg.directory)
+    except QuestionsError as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from None
+    missing = [str(p) for p in submissions if not p.exists()]
+    if missing:
+        console.print(f"[red]error:[/red] not found: {', '.join(missing)}")
+        raise typer.Exit(2)
+    named = {(p.name if p.is_dir() else p.stem): p for p in submissions}
+    if len(named) != len(submissions):
+        named = {f"{i:03d}_{p.name}": p for i, p in enumerate(submissions)}
+    files = export_answers(named, questions, out_dir)
+    out.print(f"wrote {len(files)} files to {out_dir}")
+
+
+@app.command()
 def batch(
     export: Path = typer.Argument(..., help="Gradescope 'Export Submissions' zip or its unpacked folder"),
     assignment: Optional[Path] = AssignmentOpt,
@@ -181,6 +207,7 @@ def template(
     assignment: Optional[Path] = AssignmentOpt,
 ) -> None:
     """Regenerate the student template from the reference (solution blocks become stubs)."""
+    from .questions import QuestionsError, stale_generated, write_generated
     from .template import TemplateError, generate, stale_files
 
     cfg = _load(assignment)
@@ -188,7 +215,7 @@ def template(
     tpl_pkg = cfg.template_root / cfg.package
     try:
         if check:
-            problems = stale_files(ref_pkg, tpl_pkg)
+            problems = stale_files(ref_pkg, tpl_pkg) + stale_generated(cfg.directory, cfg.template_root)
             if problems:
                 console.print("[red]The student template is stale[/red] (run `autograder template`):")
                 for p in problems:
@@ -196,11 +223,11 @@ def template(
                 raise typer.Exit(1)
             out.print("student template is up to date")
             return
-        files = generate(ref_pkg, tpl_pkg)
-    except TemplateError as e:
+        files = generate(ref_pkg, tpl_pkg) + write_generated(cfg.directory, cfg.template_root)
+    except (TemplateError, QuestionsError) as e:
         console.print(f"[red]error:[/red] {e}")
         raise typer.Exit(1) from None
-    out.print(f"wrote {len(files)} files to {tpl_pkg}")
+    out.print(f"wrote {len(files)} files (package template, answers notebook, handout questions)")
 
 
 @app.command()
@@ -245,7 +272,10 @@ def verify(assignment: Optional[Path] = AssignmentOpt) -> None:
 
     cfg = _load(assignment)
     problems: list[str] = []
+    from .questions import stale_generated
+
     stale = stale_files(cfg.reference_root / cfg.package, cfg.template_root / cfg.package)
+    stale += stale_generated(cfg.directory, cfg.template_root)
     if stale:
         problems.append("student template is stale: " + "; ".join(stale))
     entries = load_manifest(cfg)

@@ -35,6 +35,8 @@ def make_export(dest: Path, roots: dict[str, Path]) -> Path:
         if (root / "transformer_lab").is_dir():
             shutil.copytree(root / "transformer_lab", sub / "transformer_lab",
                             ignore=shutil.ignore_patterns("__pycache__"))
+        if (root / "answers.ipynb").is_file():
+            shutil.copy(root / "answers.ipynb", sub / "answers.ipynb")
         meta[f"submission_{name}"] = {":submitters": [{":name": f"Student {name}", ":sid": str(1000 + i),
                                                         ":email": f"{name}@example.edu"}],
                                       ":created_at": "2026-11-20 10:00:00.000000000 -08:00"}

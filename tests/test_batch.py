@@ -23,6 +23,8 @@ def test_outputs(batch_run, cfg):
     assert all(r["status"] in ("graded", "error") for r in rows)
     for png in ("totals.png", "pass_rates.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    q03 = (out / "answers" / "q03.md").read_text()  # written answers grouped by question
+    assert "submission_reference" in q03 and "submission_template" in q03
     summary = (out / "summary.md").read_text()
     assert "| attention |" in summary and f"submissions: {len(rows)}" in summary
 
