@@ -1,8 +1,9 @@
 """Written questions: ``questions.toml``, the answers notebook and handout built from it, and the
 checking and exporting of submitted notebooks.
 
-``questions.toml`` is the single source: ``answers.ipynb`` in the student template and the
-handout section are generated from it, so the two cannot drift apart. Answer cells are found by
+``questions.toml`` is the single source: ``answers.ipynb`` in the student template, the
+handout section and the reference's ``answers.ipynb`` (the same notebook with each question's
+model answer in its answer cell) are generated from it, so they cannot drift apart. Answer cells are found by
 their metadata (``{"autograder": {"question": "q03", "role": "answer"}}``), never by position,
 so students may reorder, retitle, split or add cells freely. A submitted notebook is data: it is
 read with a size limit and checked against nbformat's schema, and nothing in it is ever run.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import html
 import json
+import os
 import re
 import stat
 import sys
@@ -18,10 +20,17 @@ import warnings
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 import nbformat
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -36,7 +45,7 @@ META_KEY = "autograder"
 CHALLENGE = "challenge"
 GENERATED_NOTE = "<!-- Generated from questions.toml by `autograder template`: edit that file, not this one. -->"
 
-PartKey = Union[Literal[1, 2, 3, 4, 5], Literal["challenge"]]
+PartKey = Literal[1, 2, 3, 4, 5, "challenge"]
 
 
 # --------------------------------------------------------------------------- questions.toml
@@ -63,6 +72,7 @@ class Question(_Strict):
     title: str = Field(min_length=1)
     question: str = Field(min_length=1)
     prompts: list[str] = Field(min_length=2, max_length=4)
+    model_answer: str = Field(min_length=1, description="Markdown; only the reference's notebook shows it")
 
     @field_validator("prompts")
     @classmethod
@@ -70,6 +80,13 @@ class Question(_Strict):
         if any(not p.strip() for p in prompts):
             raise ValueError("a prompt is blank")
         return prompts
+
+    @field_validator("model_answer")
+    @classmethod
+    def _model_answer_has_words(cls, text: str) -> str:
+        if not _has_words(text):
+            raise ValueError("the model answer has no words in it")
+        return text
 
     @property
     def is_challenge(self) -> bool:
@@ -95,6 +112,9 @@ class QuestionSet(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> QuestionSet:
+        shown = sorted(q.id for q in self.questions if not answer_text(q.model_answer, self.placeholder))
+        if shown:
+            raise ValueError(f"model answers that are only the placeholder: {shown}")
         ids = [q.id for q in self.questions]
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         if dupes:
@@ -206,11 +226,13 @@ def _question_markdown(q: Question, label: str, level: str = "###") -> str:
             f"Points to consider:\n\n{prompts}")
 
 
-def build_notebook(questions: QuestionSet) -> nbformat.NotebookNode:
+def build_notebook(questions: QuestionSet, model_answers: bool = False) -> nbformat.NotebookNode:
     """The student's answers notebook: an intro, then per question its text and an answer cell.
 
     Cell ids are fixed (not random) so that regenerating gives the same file, and the answer
     cells carry their question id in metadata: that, not their position, is how they are found.
+    With ``model_answers`` it is the reference's notebook: the same cells, each answer cell
+    holding the question's model answer instead of the placeholder.
     """
     v4 = nbformat.v4
     labels = questions.labels()
@@ -230,16 +252,16 @@ def build_notebook(questions: QuestionSet) -> nbformat.NotebookNode:
                 _question_markdown(q, labels[q.id]), id=f"{q.id}-question",
                 metadata={META_KEY: {"question": q.id, "role": "question"}}))
             cells.append(v4.new_markdown_cell(
-                questions.placeholder, id=f"{q.id}-answer",
+                q.model_answer.strip() if model_answers else questions.placeholder, id=f"{q.id}-answer",
                 metadata={META_KEY: {"question": q.id, "role": "answer"}, "deletable": False}))
     nb = v4.new_notebook(cells=cells, metadata={META_KEY: {"role": "answers", "title": questions.title}})
     nbformat.validate(nb)
     return nb
 
 
-def notebook_text(questions: QuestionSet) -> str:
+def notebook_text(questions: QuestionSet, model_answers: bool = False) -> str:
     """The notebook as it is written to disk (deterministic: same questions, same bytes)."""
-    text = nbformat.writes(build_notebook(questions), version=4)
+    text = nbformat.writes(build_notebook(questions, model_answers), version=4)
     return text if text.endswith("\n") else text + "\n"
 
 
@@ -259,33 +281,54 @@ def render_handout(questions: QuestionSet) -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
-def _generated(assignment_dir: Path, template_root: Path) -> dict[Path, str]:
+def _reference_root(assignment_dir: Path, reference_root: str | Path | None) -> Path | None:
+    """The reference's implementation root: as given, else from assignment.toml beside questions.toml."""
+    if reference_root is not None:
+        return Path(reference_root)
+    if not (assignment_dir / "assignment.toml").is_file():
+        return None  # questions.toml on its own (no reference to write the model answers into)
+    from . import config as config_mod
+
+    return config_mod.load(assignment_dir).reference_root
+
+
+def _generated(assignment_dir: Path, template_root: Path,
+               reference_root: str | Path | None = None) -> dict[Path, str]:
     qpath = Path(assignment_dir) / QUESTIONS_FILE
     if not qpath.exists():
         return {}  # an assignment without written questions
     qs = load_questions(qpath)
-    return {Path(template_root) / ANSWERS_FILE: notebook_text(qs),
-            Path(assignment_dir) / HANDOUT_FILE: render_handout(qs)}
+    files = {Path(template_root) / ANSWERS_FILE: notebook_text(qs),
+             Path(assignment_dir) / HANDOUT_FILE: render_handout(qs)}
+    ref = _reference_root(Path(assignment_dir), reference_root)
+    if ref is not None:
+        files[ref / ANSWERS_FILE] = notebook_text(qs, model_answers=True)
+    return files
 
 
-def write_generated(assignment_dir: str | Path, template_root: str | Path) -> list[Path]:
-    """Write ``answers.ipynb`` into the template and ``handout_questions.md`` beside questions.toml.
+def write_generated(assignment_dir: str | Path, template_root: str | Path,
+                    reference_root: str | Path | None = None) -> list[Path]:
+    """Write ``answers.ipynb`` into the template, ``handout_questions.md`` beside questions.toml and
+    the model answers' ``answers.ipynb`` into the reference.
 
+    The reference root defaults to the one named by ``assignment.toml`` beside questions.toml;
+    without that file (and without ``reference_root``) no reference notebook is written.
     Returns the files written (none when the assignment has no questions.toml).
-    Raises QuestionsError when questions.toml is invalid.
+    Raises QuestionsError when questions.toml is invalid (config.ConfigError for assignment.toml).
     """
     written = []
-    for path, text in _generated(Path(assignment_dir), Path(template_root)).items():
+    for path, text in _generated(Path(assignment_dir), Path(template_root), reference_root).items():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
         written.append(path)
     return written
 
 
-def stale_generated(assignment_dir: str | Path, template_root: str | Path) -> list[str]:
+def stale_generated(assignment_dir: str | Path, template_root: str | Path,
+                    reference_root: str | Path | None = None) -> list[str]:
     """Generated files that are missing or differ from a fresh generation (empty = in sync)."""
     problems = []
-    for path, text in _generated(Path(assignment_dir), Path(template_root)).items():
+    for path, text in _generated(Path(assignment_dir), Path(template_root), reference_root).items():
         if not path.exists():
             problems.append(f"missing: {path}")
         elif path.read_text(encoding="utf-8") != text:
@@ -340,6 +383,8 @@ class QuestionReport:
         q = self.question
         name = f"{self.label} ({q.id}: {q.title})"
         where = ", ".join(str(c.index) for c in self.cells)
+        cell = f"answer cell (cell {where} of the notebook)" if len(self.cells) == 1 else \
+            f"answer cells (cells {where} of the notebook, all marked as this answer)"
         hint = f" {self.detail}" if self.detail else ""
         if self.status is Status.ANSWERED:
             return f"{name}: answered in cell {where}."
@@ -347,11 +392,10 @@ class QuestionReport:
             return (f"{name}: answered; cells {where} all carry this answer's metadata (a copied or "
                     "split cell), so their texts are read together.")
         if self.status is Status.PLACEHOLDER:
-            return (f"{name}: the answer cell (cell {where} of the notebook) still holds only the "
-                    f"placeholder line; replace it with your answer.{hint}")
+            return (f"{name}: the {cell} still holds only the placeholder line; replace it with "
+                    f"your answer.{hint}")
         if self.status is Status.EMPTY:
-            return (f"{name}: the answer cell (cell {where} of the notebook) is empty (no words in "
-                    f"it); write your answer there.{hint}")
+            return f"{name}: the {cell} has no words in it; write your answer there.{hint}"
         if self.status is Status.MISSING:
             return (f"{name}: no answer cell for this question was found in {ANSWERS_FILE}. It was "
                     "deleted, or its metadata "
@@ -383,8 +427,8 @@ class NotebookReport:
         if self.error:
             return f"{self.path}: {self.error}"
         total = sum(r.question.points for r in self.questions.values())
-        lines = [f"{self.path}: {len(self.answered())} of {len(self.questions)} questions answered "
-                 f"({self.points():g} of {total:g} points)"]
+        lines = [(f"{self.path}: {len(self.answered())} of {len(self.questions)} questions answered "
+                  f"({self.points():g} of {total:g} points)")]
         lines += [f"  {r.message}" for r in self.questions.values() if not r.answered]
         lines += [f"  note: {w}" for w in self.warnings]
         return "\n".join(lines)
@@ -411,7 +455,16 @@ def read_notebook(path: Path, max_bytes: int = MAX_NOTEBOOK_BYTES) -> nbformat.N
                "clear cell outputs and remove large pasted images, then save it again.")
     if st.st_size > max_bytes:
         raise NotebookError(too_big)
-    with path.open("rb") as f:
+    # Opened without following links and without blocking, then checked again on the open file:
+    # the path cannot be swapped for a link or a FIFO between the check above and the read.
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as e:
+        raise NotebookError(f"{name} could not be opened: {e.strerror}.") from None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise NotebookError(f"{name} is not a regular file.")
         raw = f.read(max_bytes + 1)
     if len(raw) > max_bytes:
         raise NotebookError(too_big)
@@ -431,7 +484,7 @@ def read_notebook(path: Path, max_bytes: int = MAX_NOTEBOOK_BYTES) -> nbformat.N
         raise NotebookError(damaged.replace("JSON,", f"JSON{pos},", 1)) from None
     except RecursionError:
         raise NotebookError(f"{name} is nested too deeply to be a notebook.") from None
-    if not isinstance(data, dict) or "cells" not in data and "worksheets" not in data:
+    if not isinstance(data, dict) or ("cells" not in data and "worksheets" not in data):
         raise NotebookError(f"{name} is JSON but not a Jupyter notebook (it has no cells).")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # missing / duplicate cell ids: nbformat repairs them

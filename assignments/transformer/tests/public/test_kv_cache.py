@@ -1,0 +1,56 @@
+"""Public tests: the KV cache (kv_cache.py) and cached decoding."""
+import pytest
+import torch
+from gradescope_utils.autograder_utils.decorators import weight
+
+from autograder.testing import expect_student_error
+from kv_cache_helpers import check_same_tokens, exact, length, storage, update
+from suite_helpers import randn
+
+pytestmark = pytest.mark.part("kv_cache")
+
+
+@weight(2)
+def test_update_appends(student):
+    """update appends after the stored tokens and returns everything written so far, in order"""
+    cache = student.kv_cache.KVCache(2, 1, 4, 16, 8)
+    k1, v1 = randn(1, 4, 3, 8, seed=1), randn(1, 4, 3, 8, seed=2)
+    k2, v2 = randn(1, 4, 1, 8, seed=3), randn(1, 4, 1, 8, seed=4)
+    k_all, v_all = update(cache, 0, k1, v1, stored=3)
+    exact(k_all, k1, "k_all after the first update (3 tokens) of layer 0")
+    exact(v_all, v1, "v_all after the first update (3 tokens) of layer 0")
+    k_all, v_all = update(cache, 0, k2, v2, stored=4)
+    exact(k_all, torch.cat([k1, k2], dim=2), "k_all after storing 3 then 1 token(s) in layer 0 (old ones first)")
+    exact(v_all, torch.cat([v1, v2], dim=2), "v_all after storing 3 then 1 token(s) in layer 0 (old ones first)")
+    length(cache, 0, 4, "after storing 3 then 1 token(s) in layer 0")
+    length(cache, 1, 0, "when only layer 0 was written")
+
+
+@weight(1)
+def test_storage_preallocated(student):
+    """update writes into the preallocated k/v storage: it never moves or grows"""
+    cache = student.kv_cache.KVCache(2, 1, 4, 16, 8)
+    shape = (2, 1, 4, 16, 8)
+    ptrs = storage(cache, "after construction", shape)
+    for step, t in enumerate((3, 1, 1)):
+        update(cache, 0, randn(1, 4, t, 8, seed=10 + step), randn(1, 4, t, 8, seed=20 + step), stored=3 + step)
+    if storage(cache, "after three updates", shape) != ptrs:
+        raise AssertionError("KVCache.k / KVCache.v moved to new memory during update (their data_ptr() "
+                             "changed): write into the preallocated storage in place (e.g. "
+                             "self.k[layer, :, :, start:end] = k_new) instead of building new tensors.")
+
+
+@weight(1)
+def test_overflow_raises(student):
+    """ValueError when an update would exceed max_seq_len"""
+    cache = student.kv_cache.KVCache(1, 1, 2, 4, 8)
+    update(cache, 0, randn(1, 2, 3, 8, seed=5), randn(1, 2, 3, 8, seed=6), stored=3)
+    expect_student_error(lambda: cache.update(0, randn(1, 2, 2, 8, seed=7), randn(1, 2, 2, 8, seed=8)),
+                         "ValueError", "KVCache(max_seq_len=4) holding 3 tokens, update with 2 more")
+
+
+@weight(1)
+@pytest.mark.parametrize("positional", ["sinusoidal", "rope"])
+def test_generate_same_tokens(student, reference, positional):
+    """generate gives the same tokens with and without the cache"""
+    check_same_tokens(student, reference, positional)
