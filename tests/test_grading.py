@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import pytest
 
+from autograder.manifest import read_manifest
+
 pytestmark = pytest.mark.slow
 
 
@@ -26,20 +28,33 @@ def outputs(results, part=None):
 
 
 def test_every_manifest_test_listed(graded, cfg):
-    from autograder.manifest import read_manifest
-
     n = len(read_manifest(cfg.manifest_path))
     for name, res in graded.items():
         assert len(res.tests) == n, name
 
 
-@pytest.mark.parametrize("name", ["reference", "alt_correct", "alt_sdpa", "noisy"])
-def test_correct_solutions_get_full_marks(graded, name):
+CODE_PARTS = ["attention", "mha", "posenc", "block", "model", "kv_cache", "analysis"]
+
+
+@pytest.mark.parametrize("name,parts", [
+    ("reference", CODE_PARTS + ["written"]),
+    ("alt_correct", CODE_PARTS),  # written independently from the contract
+    ("alt_sdpa", CODE_PARTS),
+    ("noisy", ["attention", "mha"]),  # prints megabytes on every call
+])
+def test_correct_solutions_get_full_marks(graded, name, parts):
     res = graded[name]
-    failed = [(t.name, t.output) for t in res.tests if t.status == "failed"]
+    failed = [(t.name, t.output) for t in res.tests
+              if t.status == "failed" and (t.extra_data or {}).get("part") in parts]
     assert not failed, failed
-    assert full(res, "attention") and full(res, "mha")
+    assert all(full(res, p) for p in parts)
+
+
+def test_reference_total_is_the_sum_of_the_parts(graded, cfg):
+    res = graded["reference"]
     assert res.score == sum(t.max_score for t in res.tests)
+    gpu_only = sum(e.max_score for e in read_manifest(cfg.manifest_path) if e.gpu)
+    assert res.score == sum(p.points for p in cfg.parts) - gpu_only
 
 
 def test_template_gets_zero_with_hints(graded):
@@ -49,17 +64,31 @@ def test_template_gets_zero_with_hints(graded):
     assert "NotImplementedError" in outputs(res, "attention")
 
 
-BUGS = {  # submission -> (part that must lose points, part that must keep full marks or None)
-    "bug_no_scale": ("attention", None),
-    "bug_topleft_causal": ("attention", "mha"),
-    "bug_naive_softmax": ("attention", None),
-    "bug_mask_inverted": ("attention", None),
-    "bug_detached": ("attention", None),
-    "bug_fp32_cast": ("attention", None),
-    "bug_head_loop": ("mha", "attention"),
-    "bug_head_split": ("mha", "attention"),
-    "bug_no_valueerror": ("mha", "attention"),
-    "bug_extra_param": ("mha", "attention"),
+ALL = set(CODE_PARTS)
+BUGS = {  # submission -> (parts that must lose points, parts that must keep full marks)
+    "bug_no_scale": ({"attention"}, set()),
+    "bug_topleft_causal": ({"attention"}, {"mha"}),
+    "bug_naive_softmax": ({"attention"}, set()),
+    "bug_mask_inverted": ({"attention"}, set()),
+    "bug_detached": ({"attention"}, set()),
+    "bug_fp32_cast": ({"attention"}, set()),
+    "bug_head_loop": ({"mha"}, {"attention"}),
+    "bug_head_split": ({"mha"}, {"attention"}),
+    "bug_no_valueerror": ({"mha"}, {"attention"}),
+    "bug_extra_param": ({"mha"}, {"attention"}),
+    # Full submissions with one bug in a later part (copies of alt_correct).
+    "bug_sincos_swapped": ({"posenc"}, ALL - {"posenc", "model"}),
+    "bug_pe_exponent": ({"posenc"}, ALL - {"posenc", "model"}),
+    "bug_rope_half_split": ({"posenc"}, ALL - {"posenc", "model"}),
+    "bug_alibi_slopes": ({"posenc"}, ALL - {"posenc", "model"}),
+    "bug_alibi_offset": ({"posenc"}, ALL - {"posenc"}),
+    "bug_post_ln_swapped": ({"block"}, ALL - {"block", "model"}),
+    "bug_dff_2x": ({"block"}, ALL - {"block", "model", "kv_cache"}),
+    "bug_cache_overwrite": ({"kv_cache"}, ALL - {"kv_cache"}),
+    "bug_rope_decode_positions": ({"kv_cache"}, ALL - {"kv_cache"}),
+    "bug_flops_macs": ({"analysis"}, ALL - {"analysis"}),
+    "bug_params_no_bias": ({"analysis"}, ALL - {"analysis"}),
+    "bug_weight_tying": ({"model"}, ALL - {"model"}),
 }
 
 
@@ -67,9 +96,11 @@ BUGS = {  # submission -> (part that must lose points, part that must keep full 
 def test_bugs_lose_points_in_their_part(graded, name):
     loses, keeps = BUGS[name]
     res = graded[name]
-    assert not full(res, loses), f"{name} kept full marks in {loses}"
-    if keeps:
-        assert full(res, keeps), (name, [(t.name, t.output) for t in res.tests if t.status == "failed"])
+    for part in loses:
+        assert not full(res, part), f"{name} kept full marks in {part}"
+    for part in keeps:
+        assert full(res, part), (name, part, [(t.name, t.output) for t in res.tests
+                                              if t.status == "failed" and t.extra_data["part"] == part])
 
 
 def test_head_loop_fails_only_the_speed_test(graded):
