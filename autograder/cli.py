@@ -263,7 +263,10 @@ def manifest(
 
 
 @app.command()
-def verify(assignment: Optional[Path] = AssignmentOpt) -> None:
+def verify(
+    assignment: Optional[Path] = AssignmentOpt,
+    part: Optional[list[str]] = typer.Option(None, "--part", "-p", help="grade only these parts"),
+) -> None:
     """Check the kit: template and manifest fresh, reference gets full marks, template gets 0."""
     from .manifest import part_totals
     from .runner import grade as run_grade
@@ -283,18 +286,22 @@ def verify(assignment: Optional[Path] = AssignmentOpt) -> None:
     for p in cfg.parts:
         if p.name in totals and abs(totals[p.name] - p.points) > 1e-9:
             problems.append(f"part {p.name}: tests add up to {totals[p.name]:g}, assignment.toml says {p.points:g}")
+    for p in part or []:
+        if p not in cfg.part_names:
+            console.print(f"[red]error:[/red] unknown part {p!r} (parts: {', '.join(cfg.part_names)})")
+            raise typer.Exit(2)
     with console.status("Grading the reference ..."):
-        ref = run_grade(cfg, cfg.reference_root)
+        ref = run_grade(cfg, cfg.reference_root, parts=part or None)
     _show(ref, "Reference")
     for t in ref.tests or []:
         if (t.score or 0) < (t.max_score or 0):
             problems.append(f"reference loses points on {t.name}: {(t.output or '').strip()[:200]}")
     with console.status("Grading the student template ..."):
-        tpl = run_grade(cfg, cfg.template_root)
+        tpl = run_grade(cfg, cfg.template_root, parts=part or None)
     _show(tpl, "Student template", failures=False)
     if (tpl.score or 0) > 0:
         problems.append(f"the template scores {tpl.score:g} > 0")
-    if len(tpl.tests or []) != len(entries):
+    if len(tpl.tests or []) != len([e for e in entries if not part or e.part in part]):
         problems.append("the template's results do not list every test")
     if problems:
         for p in problems:

@@ -41,9 +41,32 @@ class Tolerance(_Strict):
 
 
 class Performance(_Strict):
-    max_ratio: float = Field(gt=0, description="student time / reference time allowed")
+    """A timing check: student time / reference time, pass/fail (max_ratio) or partial credit."""
+
+    max_ratio: float | None = Field(None, gt=0, description="pass when the ratio is at most this")
+    full_ratio: float | None = Field(None, gt=0, description="partial credit: full points at or below")
+    zero_ratio: float | None = Field(None, gt=0, description="partial credit: no points above")
     repeats: int = Field(7, ge=3)
-    worker_threads: int = Field(1, ge=0, description="torch threads in both timed workers (0 = torch default)")
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> Performance:
+        partial = self.full_ratio is not None or self.zero_ratio is not None
+        if partial == (self.max_ratio is not None):
+            raise ValueError("give either max_ratio, or full_ratio and zero_ratio")
+        if partial and (self.full_ratio is None or self.zero_ratio is None or self.zero_ratio <= self.full_ratio):
+            raise ValueError("partial credit needs full_ratio < zero_ratio")
+        return self
+
+    def credit(self, ratio: float) -> float:
+        """Fraction of the points earned at this ratio (0..1)."""
+        if self.max_ratio is not None:
+            return 1.0 if ratio <= self.max_ratio else 0.0
+        assert self.full_ratio is not None and self.zero_ratio is not None
+        if ratio <= self.full_ratio:
+            return 1.0
+        if ratio >= self.zero_ratio:
+            return 0.0
+        return (self.zero_ratio - ratio) / (self.zero_ratio - self.full_ratio)
 
 
 class Assignment(_Strict):

@@ -23,7 +23,6 @@ class ManifestEntry(BaseModel):
     visibility: str = "visible"
     hide_errors: str | None = None
     leaderboard: dict | None = None
-    partial: bool = False
     gpu: bool = False
     suite: str = "hidden"
     file: str = ""

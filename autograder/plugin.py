@@ -115,20 +115,10 @@ def test_metadata(item: pytest.Item, cfg: config_mod.Assignment, suite_root: Pat
         "hide_errors": _attr(fn, "__hide_errors__"),
         "leaderboard": None if lb_col is None else {
             "name": lb_col, "order": _attr(fn, "__leaderboard_sort_order__", "desc")},
-        "partial": _attr(fn, "__score__", None) is not None or _is_partial(fn),
         "gpu": gpu,
         "suite": suite,
         "file": str(Path(str(item.path)).resolve()),
     }
-
-
-def _is_partial(fn: Any) -> bool:
-    # partial_credit's wrapper closes over set_score; detect it by the injected kwarg name.
-    for f in _unwrap_chain(fn):
-        code = getattr(f, "__code__", None)
-        if code is not None and "set_score" in code.co_freevars:
-            return True
-    return False
 
 
 def _number_tests(entries: list[dict], cfg: config_mod.Assignment) -> None:

@@ -34,4 +34,92 @@ def train_lm(model: Any, inputs: torch.Tensor, targets: torch.Tensor, *, steps: 
     return losses
 
 
-REGISTRY: dict[str, Callable[..., Any]] = {"train_lm": train_lm}
+class _Audit:
+    """Records the aten ops, the largest tensor produced and the Triton launches during a call."""
+
+    def __init__(self) -> None:
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        audit = self
+
+        class Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                out = func(*args, **(kwargs or {}))
+                audit.ops.add(func.name())
+                for t in out if isinstance(out, (tuple, list)) else (out,):
+                    if isinstance(t, torch.Tensor) and t.numel() > audit.max_numel:
+                        audit.max_numel, audit.max_shape = t.numel(), list(t.shape)
+                        audit.max_op = func.name()
+                return out
+
+        self.mode = Mode()
+        self.ops: set[str] = set()
+        self.max_numel = 0
+        self.max_shape: list[int] = []
+        self.max_op = ""
+        self.launches = 0
+        self._patched: list[tuple[Any, str, Any]] = []
+
+    def __enter__(self) -> _Audit:
+        self._patch_triton()
+        self.mode.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.mode.__exit__(*exc)
+        for owner, name, original in self._patched:
+            setattr(owner, name, original)
+
+    def _patch_triton(self) -> None:
+        try:
+            import triton.runtime.jit as jit
+        except Exception:  # noqa: BLE001 - no triton: nothing can launch
+            return
+        owners = [jit.JITFunction]
+        try:
+            from triton.runtime.interpreter import InterpretedFunction
+
+            owners.append(InterpretedFunction)
+        except Exception:  # noqa: BLE001
+            pass
+        for owner in owners:
+            original = owner.__dict__.get("run")
+            if original is None:
+                continue
+
+            def counted(this, *a, __original=original, **k):
+                self.launches += 1
+                return __original(this, *a, **k)
+
+            setattr(owner, "run", counted)
+            self._patched.append((owner, "run", original))
+
+
+def audit_call(fn: Any, *args: Any, backward: Any = None, **kwargs: Any) -> dict:
+    """Call ``fn`` under an audit; with ``backward`` (a grad_output), also backpropagate it.
+
+    Returns the output, the aten ops seen, the largest tensor created (numel, shape, op), the
+    number of Triton kernel launches and, with ``backward``, the input gradients. The audit runs
+    in the worker, so it is a guard against honest mistakes and casual shortcuts; the grader also
+    checks the submitted source itself.
+    """
+    if backward is not None:
+        args = tuple(a.detach().clone().requires_grad_(True) if isinstance(a, torch.Tensor)
+                     and a.is_floating_point() else a for a in args)
+    with _Audit() as audit:
+        out = fn(*args, **kwargs)
+        if backward is not None:
+            first = out[0] if isinstance(out, (tuple, list)) else out
+            first.backward(backward)
+    return {
+        "output": out,
+        "ops": sorted(audit.ops),
+        "max_numel": audit.max_numel,
+        "max_shape": audit.max_shape,
+        "max_op": audit.max_op,
+        "triton_launches": audit.launches,
+        "grads": [a.grad if isinstance(a, torch.Tensor) else None for a in args] if backward is not None else None,
+    }
+
+
+REGISTRY: dict[str, Callable[..., Any]] = {"train_lm": train_lm, "audit_call": audit_call}

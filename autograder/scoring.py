@@ -59,6 +59,7 @@ def assemble(cfg: Assignment, manifest: list[ManifestEntry], records: dict[str, 
     tests: list[TestCase] = []
     leaderboard: list[LeaderboardEntry] = []
     gpu_excluded = 0
+    bonus_parts = {p.name for p in cfg.parts if p.bonus}
     seen: set[str] = set()
     for entry in manifest:
         seen.add(entry.nodeid)
@@ -88,6 +89,8 @@ def assemble(cfg: Assignment, manifest: list[ManifestEntry], records: dict[str, 
             summary.max_score += max_score
             summary.total += 1
             summary.passed += status == "passed"
+        if entry.part in bonus_parts:
+            max_score = 0.0  # bonus: points add to the score but not to the maximum
         tests.append(TestCase(
             name=entry.name, number=entry.number, score=round(score, 4), max_score=max_score,
             status=None if excluded else status, output=_clip(output) or None, tags=entry.tags,
