@@ -117,9 +117,12 @@ def _status(res: Results) -> str:
 
 
 def grade_export(cfg: Assignment, export: Path, out_dir: Path, workers: int = 1, force: bool = False,
-                 time_limits: dict[str, float] | None = None,
+                 time_limits: dict[str, float] | None = None, parts: list[str] | None = None,
                  progress: Callable[[str, str], None] | None = None) -> dict[str, Results]:
-    """Grade every submission of ``export`` into ``out_dir``; returns results by submission id."""
+    """Grade every submission of ``export`` into ``out_dir``; returns results by submission id.
+
+    ``parts`` restricts grading to some parts (e.g. to regrade one part after fixing a test).
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "results").mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="ag-export-") as tmp:
@@ -152,7 +155,8 @@ def grade_export(cfg: Assignment, export: Path, out_dir: Path, workers: int = 1,
                 env = {"CUDA_VISIBLE_DEVICES": str(slot % n_gpus)} if n_gpus else None
                 with tempfile.TemporaryDirectory(prefix="ag-sub-") as work_dir:
                     report = copy_submission(sub.path, Path(work_dir), cfg)
-                    res = grade(cfg, Path(work_dir), path, time_limits=time_limits, notes=report.notes, env=env)
+                    res = grade(cfg, Path(work_dir), path, time_limits=time_limits, notes=report.notes, env=env,
+                                parts=parts)
             except Exception as e:  # noqa: BLE001 - one submission never stops the batch
                 from .gradescope import fallback_results
 

@@ -37,6 +37,13 @@ def _load(assignment: Optional[Path], near: Optional[Path] = None) -> config_mod
         raise typer.Exit(2) from None
 
 
+def _check_parts(cfg: config_mod.Assignment, parts: Optional[list[str]]) -> None:
+    for p in parts or []:
+        if p not in cfg.part_names:
+            console.print(f"[red]error:[/red] unknown part {p!r} (parts: {', '.join(cfg.part_names)})")
+            raise typer.Exit(2)
+
+
 def _show(results: Results, title: str, failures: bool = True) -> None:
     table = Table(title=title, show_lines=False)
     for col in ("part", "score", "tests passed"):
@@ -70,10 +77,7 @@ def grade(
     if suite not in ("all", "public", "hidden"):
         console.print("[red]error:[/red] --suite must be all, public or hidden")
         raise typer.Exit(2)
-    for p in part or []:
-        if p not in cfg.part_names:
-            console.print(f"[red]error:[/red] unknown part {p!r} (parts: {', '.join(cfg.part_names)})")
-            raise typer.Exit(2)
+    _check_parts(cfg, part)
     with console.status(f"Grading {root} ..."):
         results = run_grade(cfg, root, results_out, suite=suite, parts=part or None, verbose=verbose)  # type: ignore[arg-type]
     _show(results, f"{cfg.title}: {root}")
@@ -149,6 +153,7 @@ def batch(
     workers: int = typer.Option(1, "--workers", "-j", min=1, help="submissions graded in parallel"),
     out_dir: Path = typer.Option(Path("batch_results"), "--out", help="output folder"),
     force: bool = typer.Option(False, "--force", help="regrade submissions that already have results"),
+    part: Optional[list[str]] = typer.Option(None, "--part", "-p", help="grade only these parts"),
 ) -> None:
     """Grade every submission of an export: per-student results.json, grades.csv, summary and plots."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -156,6 +161,7 @@ def batch(
     from .batch import ExportError, grade_export, read_export, safe_extract
 
     cfg = _load(assignment)
+    _check_parts(cfg, part)
     if not export.exists():
         console.print(f"[red]error:[/red] {export} does not exist")
         raise typer.Exit(2)
@@ -178,7 +184,8 @@ def batch(
         def tick(sub_id: str, what: str) -> None:
             bar.update(task, advance=1, description=f"{sub_id}: {what}")
 
-        results = grade_export(cfg, export, out_dir, workers=workers, force=force, progress=tick)
+        results = grade_export(cfg, export, out_dir, workers=workers, force=force, parts=part or None,
+                               progress=tick)
     out.print(f"graded {len(results)} submissions; see {out_dir / 'grades.csv'} and {out_dir / 'summary.md'}")
 
 
@@ -286,10 +293,7 @@ def verify(
     for p in cfg.parts:
         if p.name in totals and abs(totals[p.name] - p.points) > 1e-9:
             problems.append(f"part {p.name}: tests add up to {totals[p.name]:g}, assignment.toml says {p.points:g}")
-    for p in part or []:
-        if p not in cfg.part_names:
-            console.print(f"[red]error:[/red] unknown part {p!r} (parts: {', '.join(cfg.part_names)})")
-            raise typer.Exit(2)
+    _check_parts(cfg, part)
     with console.status("Grading the reference ..."):
         ref = run_grade(cfg, cfg.reference_root, parts=part or None)
     _show(ref, "Reference")
