@@ -34,6 +34,12 @@ def train_lm(model: Any, inputs: torch.Tensor, targets: torch.Tensor, *, steps: 
     return losses
 
 
+# Ops that only re-view memory that already exists (Triton's interpreter calls set_ on whole
+# storages): they create no new tensor, so they never count as the largest allocation.
+_VIEWS_OF_STORAGE = ("aten::set_", "aten::alias", "aten::as_strided", "aten::view", "aten::_unsafe_view",
+                     "aten::expand", "aten::t", "aten::transpose", "aten::permute", "aten::detach")
+
+
 class _Audit:
     """Records the aten ops, the largest tensor produced and the Triton launches during a call."""
 
@@ -45,7 +51,10 @@ class _Audit:
         class Mode(TorchDispatchMode):
             def __torch_dispatch__(self, func, types, args=(), kwargs=None):
                 out = func(*args, **(kwargs or {}))
-                audit.ops.add(func.name())
+                name = func.name()
+                audit.ops.add(name)
+                if name.startswith(_VIEWS_OF_STORAGE):  # re-views of existing memory, not allocations
+                    return out
                 for t in out if isinstance(out, (tuple, list)) else (out,):
                     if isinstance(t, torch.Tensor) and t.numel() > audit.max_numel:
                         audit.max_numel, audit.max_shape = t.numel(), list(t.shape)
