@@ -131,4 +131,10 @@ def audit_call(fn: Any, *args: Any, backward: Any = None, **kwargs: Any) -> dict
     }
 
 
-REGISTRY: dict[str, Callable[..., Any]] = {"train_lm": train_lm, "audit_call": audit_call}
+def _registry() -> dict[str, Callable[..., Any]]:
+    from .gpu_routines import REGISTRY as GPU
+
+    return {"train_lm": train_lm, "audit_call": audit_call, **GPU}
+
+
+REGISTRY: dict[str, Callable[..., Any]] = _registry()

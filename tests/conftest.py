@@ -56,7 +56,7 @@ def batch_run(cfg, tmp_path_factory):
     from autograder.batch import grade_export
 
     roots = {"reference": cfg.reference_root, "template": cfg.template_root}
-    roots |= {p.name: p for p in sorted(SUBMISSIONS.iterdir()) if p.is_dir()}
+    roots |= {p.name: p for p in sorted(SUBMISSIONS.iterdir()) if p.is_dir() and not p.name.startswith(("flash_", "."))}
     work = tmp_path_factory.mktemp("batch")
     export = make_export(work, roots)
     out = work / "out"
@@ -74,3 +74,15 @@ def graded(batch_run):
         assert Results.read(out / "results" / f"submission_{name}.json") == res  # what Gradescope would read
         results[name] = res
     return results
+
+
+@pytest.fixture(scope="session")
+def flash_graded(cfg, tmp_path_factory):
+    """The Triton fixtures (flash_*), graded on the flash parts only (the interpreter is slow)."""
+    from autograder.batch import grade_export
+
+    roots = {p.name: p for p in sorted(SUBMISSIONS.iterdir()) if p.is_dir() and p.name.startswith("flash_")}
+    work = tmp_path_factory.mktemp("flash")
+    results = grade_export(cfg, make_export(work, roots), work / "out", workers=2,
+                           parts=["flash", "flash_backward"])
+    return {name: results[f"submission_{name}"] for name in roots}

@@ -1,0 +1,44 @@
+"""The Triton part end to end (interpreter on CPU): an independent kernel gets full marks,
+each realistic kernel bug loses the flash points with a message that says why."""
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def part(res, name):
+    return res.extra_data["parts"][name]
+
+
+def failures(res, name):
+    return "\n".join(t.output or "" for t in res.tests
+                     if t.status == "failed" and (t.extra_data or {}).get("part") == name)
+
+
+def test_independent_kernel_gets_full_marks(flash_graded):
+    res = flash_graded["flash_alt"]
+    for name in ("flash", "flash_backward"):
+        p = part(res, name)
+        assert p["score"] == p["max_score"] > 0, failures(res, name)
+
+
+@pytest.mark.parametrize("name", ["flash_bug_no_rescale", "flash_bug_causal_off_by_one", "flash_bug_lse_log2",
+                                  "flash_bug_no_tail_mask", "flash_bug_sdpa", "flash_bug_materialize"])
+def test_kernel_bugs_lose_flash_points(flash_graded, name):
+    res = flash_graded[name]
+    p = part(res, "flash")
+    assert p["score"] < p["max_score"], name
+    assert failures(res, "flash").strip()
+
+
+def test_forbidden_shortcuts_are_named(flash_graded):
+    sdpa = failures(flash_graded["flash_bug_sdpa"], "flash").lower()
+    assert "scaled_dot_product_attention" in sdpa or "forbidden" in sdpa
+    assert part(flash_graded["flash_bug_sdpa"], "flash")["score"] == 0
+    nxn = failures(flash_graded["flash_bug_materialize"], "flash").lower()
+    assert "n x n" in nxn or "n*n" in nxn or "matmul" in nxn or "@" in nxn
+
+
+def test_lse_units_are_named(flash_graded):
+    assert "lse" in failures(flash_graded["flash_bug_lse_log2"], "flash").lower()
