@@ -314,6 +314,41 @@ def verify(
     out.print("[green]verify: OK[/green] (reference full marks, template 0, template and manifest in sync)")
 
 
+bench_app = typer.Typer(help="Benchmarks that print tables and save plots.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("flash")
+def bench_flash(
+    submission: Optional[Path] = typer.Option(None, "--submission", "-s", help="also time this submission"),
+    assignment: Optional[Path] = AssignmentOpt,
+    sizes: Optional[str] = typer.Option(None, help="comma-separated N (default: small on CPU, 512..16384 on GPU)"),
+    head_dim: int = typer.Option(32, "--head-dim"),
+    heads: int = typer.Option(2, "--heads"),
+    batch: int = typer.Option(1, "--batch"),
+    causal: bool = typer.Option(True, "--causal/--no-causal"),
+    backward: bool = typer.Option(True, "--backward/--no-backward", help="also time forward+backward"),
+    png: Path = typer.Option(Path("bench/flash.png"), "--out", help="where to save the plot"),
+) -> None:
+    """Naive attention vs SDPA vs the reference kernel (vs a submission): time and TFLOP/s over N."""
+    from .bench_flash import default_sizes, plot, run
+
+    cfg = _load(assignment)
+    chosen = default_sizes() if not sizes else [int(x) for x in sizes.split(",") if x.strip()]
+    with console.status("Benchmarking ...") as status:
+        rows = run(cfg, submission, chosen, batch=batch, heads=heads, head_dim=head_dim, causal=causal,
+                   backward=backward, progress=lambda what: status.update(f"Benchmarking {what} ..."))
+    table = Table(title=f"Attention, B={batch} H={heads} D={head_dim} causal={causal}")
+    for col in ("impl", "N", "forward ms", "fwd+bwd ms", "forward TFLOP/s"):
+        table.add_column(col, justify="left" if col == "impl" else "right")
+    for r in rows:
+        table.add_row(r.impl, str(r.n), f"{r.fwd_ms:.3f}", "-" if r.fwd_bwd_ms is None else f"{r.fwd_bwd_ms:.3f}",
+                      f"{r.fwd_tflops:.4f}")
+    out.print(table)
+    plot(rows, png)
+    out.print(f"plot saved to {png}")
+
+
 def main() -> None:  # pragma: no cover
     app(prog_name="autograder")
 

@@ -45,3 +45,11 @@ def test_answers_export(cfg, tmp_path):
     res = runner.invoke(app, ["answers", str(cfg.reference_root), str(cfg.template_root), "--out", str(tmp_path)])
     assert res.exit_code == 0, res.output
     assert "reference" in (tmp_path / "q01.md").read_text()
+
+
+def test_bench_flash_on_cpu(tmp_path):
+    png = tmp_path / "flash.png"
+    res = runner.invoke(app, ["bench", "flash", "--sizes", "16", "--no-backward", "--out", str(png)])
+    assert res.exit_code == 0, res.output
+    assert "reference" in res.output and "sdpa" in res.output and "naive" in res.output
+    assert png.read_bytes()[:4] == b"\x89PNG"
