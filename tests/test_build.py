@@ -41,7 +41,7 @@ def fresh_python(dist, tmp_path_factory):
         target = venv / Path(wheel).name
         target.write_bytes(zf.read(wheel))
     subprocess.run([str(py), "-m", "pip", "install", "--no-index", "--no-deps", "--quiet", str(target)], check=True)
-    origin = subprocess.run([str(py), "-c", "import autograder; print(autograder.__file__)"],
+    origin = subprocess.run([str(py), "-c", "import autograder; print(autograder.__file__)"], cwd=venv,
                             capture_output=True, text=True, check=True).stdout
     assert str(venv) in origin, origin
     return py
