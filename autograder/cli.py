@@ -314,6 +314,29 @@ def verify(
     out.print("[green]verify: OK[/green] (reference full marks, template 0, template and manifest in sync)")
 
 
+@app.command()
+def experiments(
+    root: Optional[Path] = typer.Argument(None, help="implementation root (default: the reference)"),
+    assignment: Optional[Path] = AssignmentOpt,
+    out_dir: Path = typer.Option(Path("experiments"), "--out", help="where to write the PNGs"),
+    scaling: bool = typer.Option(True, "--scaling/--no-scaling", help="also time attention over N"),
+) -> None:
+    """Attention heatmaps, the sinusoidal encoding, and attention time/memory vs N, as PNGs."""
+    from .errors import StudentFacingError
+    from .experiments import run_all
+
+    cfg = _load(assignment, near=root)
+    try:
+        with console.status("Running experiments ...") as status:
+            paths = run_all(cfg, root or cfg.reference_root, out_dir, scaling=scaling,
+                            progress=lambda what: status.update(f"Running {what} ..."))
+    except StudentFacingError as e:
+        console.print(f"[red]The experiments need working code:[/red] {escape(str(e))}")
+        raise typer.Exit(1) from None
+    for p in paths:
+        out.print(f"wrote {p}")
+
+
 bench_app = typer.Typer(help="Benchmarks that print tables and save plots.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 

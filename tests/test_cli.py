@@ -53,3 +53,13 @@ def test_bench_flash_on_cpu(tmp_path):
     assert res.exit_code == 0, res.output
     assert "reference" in res.output and "sdpa" in res.output and "naive" in res.output
     assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_experiments_make_their_plots(cfg, tmp_path):
+    res = runner.invoke(app, ["experiments", "--out", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    for name in ("attention_heads.png", "sinusoidal.png", "attention_scaling.png"):
+        assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG", name
+    res = runner.invoke(app, ["experiments", str(cfg.template_root), "--out", str(tmp_path / "t"),
+                              "--no-scaling"])
+    assert res.exit_code == 1 and "NotImplementedError" in res.output

@@ -62,3 +62,16 @@ def test_corrupt_recording_is_a_clear_error(tmp_path):
     (tmp_path / "g.agf").write_bytes(b"garbage")
     with pytest.raises(GoldenMismatch, match="cannot read"):
         Replayer(tmp_path / "g.agf")
+
+
+def test_measurements_around_reference_code_replay(toy_package, tmp_path):
+    from autograder.golden import measured
+
+    def count(ref):
+        return int(ref.ops.double(torch.ones(3)).sum())
+
+    rec = Recorder()
+    assert measured(rec.proxy(toy_package, "t::m"), "count", count) == 6
+    rec.save(tmp_path / "g.agf")
+    assert measured(Replayer(tmp_path / "g.agf").proxy("t::m", "toypkg"), "count", count) == 6
+    assert measured(toy_package, "count", count) == 6  # live: just runs

@@ -50,11 +50,14 @@ def test_correct_solutions_get_full_marks(graded, name, parts):
     assert all(full(res, p) for p in parts)
 
 
-def test_reference_total_is_the_sum_of_the_parts(graded, cfg):
+def test_reference_earns_every_point_it_can(graded, cfg):
     res = graded["reference"]
-    assert res.score == sum(t.max_score for t in res.tests)
-    gpu_only = sum(e.max_score for e in read_manifest(cfg.manifest_path) if e.gpu)
-    assert res.score == sum(p.points for p in cfg.parts) - gpu_only
+    manifest = {e.name: e for e in read_manifest(cfg.manifest_path)}
+    for t in res.tests:
+        entry = manifest[t.name]
+        excluded = entry.gpu and t.max_score == 0 and t.status is None  # no GPU here
+        assert excluded or t.score == entry.max_score, (t.name, t.output)
+    assert res.score == sum(e.max_score for e in manifest.values() if not e.gpu)
 
 
 def test_template_gets_zero_with_hints(graded):
@@ -104,9 +107,8 @@ def test_bugs_lose_points_in_their_part(graded, name):
 
 
 def test_head_loop_fails_only_the_speed_test(graded):
-    failed = [t for t in graded["bug_head_loop"].tests if t.status == "failed"]
-    assert [t.name for t in failed] == [n for n in (t.name for t in failed) if "max_ratio" in n]
-    assert len(failed) == 1 and "ratio" in failed[0].output
+    failed = [t for t in graded["bug_head_loop"].tests if t.status == "failed" and t.extra_data["part"] == "mha"]
+    assert len(failed) == 1 and "max_ratio" in failed[0].name and "ratio" in failed[0].output
 
 
 def test_naive_softmax_message_names_nan(graded):

@@ -15,6 +15,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from autograder.client import Remote
+from autograder.golden import measured
 
 META = torch.device("meta")
 DTYPES = {torch.float32: 4, torch.float16: 2, torch.bfloat16: 2, torch.float64: 8}
@@ -53,19 +54,26 @@ def block_params(reference, d_model: int, num_heads: int, d_ff: int | None, bias
 
 def attention_flops(reference, batch: int, seq_len: int, d_model: int, num_heads: int) -> int:
     """FLOPs of the reference's scaled_dot_product_attention on (B, H, L, d_model / H) q, k, v."""
-    q, k, v = (torch.empty(batch, num_heads, seq_len, d_model // num_heads, device=META) for _ in range(3))
-    with FlopCounterMode(display=False) as counter:
-        reference.attention.scaled_dot_product_attention(q, k, v)
-    return counter.get_total_flops()
+    def measure(ref) -> int:
+        q, k, v = (torch.empty(batch, num_heads, seq_len, d_model // num_heads, device=META) for _ in range(3))
+        with FlopCounterMode(display=False) as counter:
+            ref.attention.scaled_dot_product_attention(q, k, v)
+        return counter.get_total_flops()
+
+    # One recorded value, so the count also replays in the student kit (no reference code there).
+    return measured(reference, f"attention_flops{(batch, seq_len, d_model, num_heads)}", measure)
 
 
 def block_flops(reference, batch: int, seq_len: int, d_model: int, num_heads: int, d_ff: int | None) -> int:
-    with META:
-        m = reference.block.TransformerBlock(d_model, num_heads, d_ff=d_ff).eval()
-    x = torch.empty(batch, seq_len, d_model, device=META)
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        m(x)
-    return counter.get_total_flops()
+    def measure(ref) -> int:
+        with META:
+            m = ref.block.TransformerBlock(d_model, num_heads, d_ff=d_ff).eval()
+        x = torch.empty(batch, seq_len, d_model, device=META)
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            m(x)
+        return counter.get_total_flops()
+
+    return measured(reference, f"block_flops{(batch, seq_len, d_model, num_heads, d_ff)}", measure)
 
 
 def kv_bytes(reference, num_layers: int, batch: int, num_heads: int, seq_len: int, head_dim: int,
