@@ -118,10 +118,12 @@ def _status(res: Results) -> str:
 
 def grade_export(cfg: Assignment, export: Path, out_dir: Path, workers: int = 1, force: bool = False,
                  time_limits: dict[str, float] | None = None, parts: list[str] | None = None,
-                 progress: Callable[[str, str], None] | None = None) -> dict[str, Results]:
+                 progress: Callable[[str, str], None] | None = None,
+                 sandbox: dict | None = None) -> dict[str, Results]:
     """Grade every submission of ``export`` into ``out_dir``; returns results by submission id.
 
-    ``parts`` restricts grading to some parts (e.g. to regrade one part after fixing a test).
+    ``parts`` restricts grading to some parts (e.g. to regrade one part after fixing a test);
+    ``time_limits`` and ``sandbox`` override entries of the assignment's tables.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "results").mkdir(exist_ok=True)
@@ -156,7 +158,7 @@ def grade_export(cfg: Assignment, export: Path, out_dir: Path, workers: int = 1,
                 with tempfile.TemporaryDirectory(prefix="ag-sub-") as work_dir:
                     report = copy_submission(sub.path, Path(work_dir), cfg)
                     res = grade(cfg, Path(work_dir), path, time_limits=time_limits, notes=report.notes, env=env,
-                                parts=parts)
+                                parts=parts, sandbox=sandbox)
             except Exception as e:  # noqa: BLE001 - one submission never stops the batch
                 from .gradescope import fallback_results
 

@@ -46,7 +46,7 @@ RUN_AUTOGRADER = """#!/usr/bin/env bash
 ROOT="${{AUTOGRADER_ROOT:-/autograder}}"
 PY="${{AUTOGRADER_PYTHON:-$ROOT/venv/bin/python}}"
 cd "$ROOT" || exit 0
-"$PY" -m autograder.gradescope --root "$ROOT" --assignment "$ROOT/source/assignments/{name}"
+"$PY" -m autograder.gradescope --root "$ROOT" --assignment "$ROOT/source/assignments/{name}" "$@"
 if [ ! -s "$ROOT/results/results.json" ]; then
   mkdir -p "$ROOT/results"
   printf '%s\\n' '{{"score": 0, "output": "The autograder failed to start; please tell your instructor."}}' \\

@@ -20,6 +20,7 @@ from typing import Any
 
 from .errors import StaleObject, StudentCodeError, WorkerCrashed, WorkerTimeout
 from .protocol import ChannelClosed, Handle, ProtocolError, pack, read_frame, write_frame
+from .sandbox import Sandbox
 
 OUTPUT_HEAD = 6_000
 OUTPUT_TAIL = 4_000
@@ -65,13 +66,21 @@ class WorkerClient:
     threads: int = 1
     label: str = "your code"
     env: dict[str, str] = field(default_factory=dict)
+    sandbox: Sandbox | None = None  # confinement the worker applies to itself (None: none)
 
     def __post_init__(self) -> None:
         self.root = Path(self.root).resolve()
         self._proc: _Process | None = None
         self._generation = 0
+        self.sandbox_report: dict = {}
+        # The worker's home and cwd (its own to write), and apart from it, in a folder only the
+        # grader can enter, the log its stdout/stderr go to: student code cannot swap the log for
+        # a link to a file it may not read, which the grader would then show.
         self._scratch = tempfile.TemporaryDirectory(prefix="ag-worker-")
-        self._log_path = Path(self._scratch.name) / "output.log"
+        self._private = tempfile.TemporaryDirectory(prefix="ag-log-")
+        if self.sandbox is not None and self.sandbox.uid is not None:
+            os.chown(self._scratch.name, self.sandbox.uid, self.sandbox.gid or -1)
+        self._log_path = Path(self._private.name) / "output.log"
         self._log_path.touch()
         self._import_failures: dict[str, Exception] = {}
         self._imported: set[tuple[int, str]] = set()
@@ -97,6 +106,8 @@ class WorkerClient:
             if key in os.environ:
                 env[key] = os.environ[key]
         env.update(self.env)
+        if self.sandbox is not None:
+            env["AG_SANDBOX"] = self.sandbox.to_json()
         log = open(self._log_path, "ab")
         try:
             popen = subprocess.Popen(
@@ -118,7 +129,10 @@ class WorkerClient:
         proc = _Process(popen, to_w, from_r, self._generation)
         self._proc = proc
         try:
-            self._exchange(proc, {"op": "hello"}, self.limits.start_s, "starting the worker")
+            # Answered before any student code is imported, so the sandbox report is the worker's own.
+            hello = self._exchange(proc, {"op": "hello"}, self.limits.start_s, "starting the worker")
+            if isinstance(hello, dict) and isinstance(hello.get("sandbox"), dict):
+                self.sandbox_report = hello["sandbox"]
         except WorkerTimeout:
             raise WorkerTimeout(
                 f"The worker that runs {self.label} did not start within {self.limits.start_s:.0f} s."
@@ -154,6 +168,14 @@ class WorkerClient:
     def close(self) -> None:
         self._discard()
         self._scratch.cleanup()
+        self._private.cleanup()
+
+    @property
+    def pid(self) -> int | None:
+        """The live worker's process id (None when there is none)."""
+        if self._proc is None or self._proc.popen.poll() is not None:
+            return None
+        return self._proc.popen.pid
 
     # ------------------------------------------------------------------ requests
     def _exchange(self, proc: _Process, message: dict, timeout: float, what: str) -> Any:
@@ -306,6 +328,11 @@ class Remote:
 
     def __repr__(self) -> str:
         return f"<remote {self._ag_describe()}>"
+
+    def __bool__(self) -> bool:
+        # An object left in the worker has no truth value here: `assert student.f()` must not
+        # pass because f returned something that could not be sent.
+        raise TypeError(f"{self._ag_describe()} is an object in the worker, not a value (it has no truth value)")
 
     def _ag_describe(self) -> str:
         client = self._ag_client

@@ -35,6 +35,17 @@ class TimeLimits(_Strict):
     total_s: float = Field(1800.0, gt=0, description="the whole grading run")
 
 
+class SandboxLimits(_Strict):
+    """How the student worker is confined (see autograder.sandbox and docs/threat-model.md)."""
+
+    user: str = Field("ag-student", description="unprivileged account for student code when grading as root")
+    cpu_s: int = Field(3600, gt=0, description="CPU seconds of one worker process (all its tests)")
+    file_mb: int = Field(512, gt=0, description="largest file student code may write (its output log too)")
+    processes: int = Field(256, gt=0, description="processes and threads of the sandbox account")
+    memory_mb: int = Field(8192, gt=0, description="address space of the worker; not applied with a GPU")
+    isolate_network: bool = Field(True, description="a new network namespace without any interface up")
+
+
 class Tolerance(_Strict):
     atol: float = Field(ge=0)
     rtol: float = Field(ge=0)
@@ -82,6 +93,7 @@ class Assignment(_Strict):
     worker_threads: int = Field(1, ge=0)
     parts: list[Part]
     time_limits: TimeLimits = Field(default_factory=TimeLimits)
+    sandbox: SandboxLimits = Field(default_factory=SandboxLimits)
     tolerances: dict[str, Tolerance] = Field(default_factory=dict)
     performance: dict[str, Performance] = Field(default_factory=dict)
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import pwd
+import shutil
 import sys
 import tempfile
 import time
@@ -15,6 +17,7 @@ import traceback
 from pathlib import Path
 
 from .results import Results, TestCase
+from .sandbox import ensure_user, kill_user
 
 
 def fallback_results(message: str, assignment: Path | None) -> Results:
@@ -36,6 +39,30 @@ def fallback_results(message: str, assignment: Path | None) -> Results:
                    output_format="md", tests=tests or None)
 
 
+def lock_down(root: Path, user: str) -> pwd.struct_passwd | None:
+    """As root: the sandbox account exists, and it can neither read the autograder's source
+    (hidden tests, reference) nor write the results. Returns the account (None when not root)."""
+    if os.geteuid() != 0:
+        return None
+    account = ensure_user(user)
+    source = root / "source"
+    if source.is_dir():
+        os.chown(source, 0, 0)
+        os.chmod(source, 0o700)
+    results = root / "results"
+    if results.is_symlink() or (results.exists() and not results.is_dir()):
+        results.unlink()
+    results.mkdir(parents=True, exist_ok=True)
+    os.chown(results, 0, 0)
+    os.chmod(results, 0o755)
+    for entry in results.iterdir():  # nothing planted before grading survives it
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+    return account if account is not None and account.pw_uid != 0 else None
+
+
 def default_assignment(root: Path) -> Path | None:
     base = root / "source" / "assignments"
     dirs = sorted(p for p in base.iterdir() if (p / "assignment.toml").exists()) if base.is_dir() else []
@@ -46,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--root", type=Path, default=Path(os.environ.get("AUTOGRADER_ROOT", "/autograder")))
     parser.add_argument("--assignment", type=Path, default=None)
+    parser.add_argument("--part", action="append", help="grade only this part (repeatable; for testing)")
     args = parser.parse_args(argv)
     root: Path = args.root
     results_path = root / "results" / "results.json"
@@ -59,10 +87,16 @@ def main(argv: list[str] | None = None) -> int:
         if assignment is None:
             raise RuntimeError(f"no assignment found under {root / 'source' / 'assignments'}")
         cfg = load(assignment)
-        with tempfile.TemporaryDirectory(prefix="ag-submission-") as work:
-            report = copy_submission(root / "submission", Path(work), cfg)
-            print(f"copied {report.copied}; missing {report.missing}", flush=True)
-            results = grade(cfg, Path(work), None, suite="all", notes=report.notes)
+        account = lock_down(root, cfg.sandbox.user)
+        try:
+            with tempfile.TemporaryDirectory(prefix="ag-submission-") as work:
+                report = copy_submission(root / "submission", Path(work), cfg)
+                print(f"copied {report.copied}; missing {report.missing}", flush=True)
+                results = grade(cfg, Path(work), None, suite="all", parts=args.part or None,
+                                notes=report.notes, privilege="require")
+        finally:
+            if account is not None:  # nothing of the student's outlives grading
+                kill_user(account.pw_uid)
     except BaseException as e:  # noqa: BLE001 - whatever happens, Gradescope gets a results.json
         traceback.print_exc()
         results = fallback_results(f"{type(e).__name__}: {e}", assignment)

@@ -22,6 +22,7 @@ from . import config as config_mod
 from .client import Limits, WorkerClient
 from .errors import StudentFacingError
 from .records import TestRecord, append_record
+from .sandbox import Sandbox, become_subreaper, kill_strays
 
 RECORD_KEY = pytest.StashKey[dict]()
 GPU_REASON = "needs a CUDA GPU, and this grading machine has none"
@@ -31,6 +32,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("autograder")
     group.addoption("--ag-assignment", help="assignment directory (holding assignment.toml)")
     group.addoption("--ag-root", help="implementation root to grade (contains the package)")
+    group.addoption("--ag-worker-root", help="copy of the root that the worker imports (default: --ag-root)")
+    group.addoption("--ag-sandbox", help="JSON of autograder.sandbox.Sandbox for the student worker")
     group.addoption("--ag-records", help="append one JSON line per finished test here")
     group.addoption("--ag-manifest-out", help="with --collect-only: write the test manifest here")
     group.addoption("--ag-suite-root", help="directory holding public/ and hidden/ (for suite names)")
@@ -45,6 +48,13 @@ def pytest_configure(config: pytest.Config) -> None:
         sys.path.insert(0, suite_root)  # the suites' shared helpers (trusted, next to the suites)
     config.addinivalue_line("markers", "part(name): the assignment part a test grades (required)")
     config.addinivalue_line("markers", "gpu: needs a CUDA GPU (handled by the assignment's gpu_policy)")
+    if config.getoption("--ag-root"):
+        become_subreaper()  # whatever student code forks stays below us, to be killed after each test
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if config.getoption("--ag-root"):
+        kill_strays()
 
 
 def _assignment(config: pytest.Config) -> config_mod.Assignment:
@@ -172,8 +182,10 @@ def student_client(pytestconfig: pytest.Config, assignment: config_mod.Assignmen
     root = pytestconfig.getoption("--ag-root")
     if not root:
         raise pytest.UsageError("--ag-root is required to grade")
-    client = WorkerClient(Path(root), assignment.package, _limits(assignment),
-                          threads=assignment.worker_threads, label="your code")
+    spec = pytestconfig.getoption("--ag-sandbox")
+    client = WorkerClient(Path(pytestconfig.getoption("--ag-worker-root") or root), assignment.package,
+                          _limits(assignment), threads=assignment.worker_threads, label="your code",
+                          sandbox=Sandbox.from_json(spec) if spec else None)
     pytestconfig._ag_clients = getattr(pytestconfig, "_ag_clients", []) + [client]  # type: ignore[attr-defined]
     yield client
     client.close()
@@ -260,6 +272,7 @@ def reference_client(pytestconfig: pytest.Config, assignment: config_mod.Assignm
     """A worker running the reference, for timing it under the same conditions as the student."""
     client = WorkerClient(assignment.reference_root, assignment.package, _limits(assignment),
                           threads=assignment.worker_threads, label="the reference solution")
+    pytestconfig._ag_clients = getattr(pytestconfig, "_ag_clients", []) + [client]  # type: ignore[attr-defined]
     yield client
     client.close()
 
@@ -372,9 +385,17 @@ def _finish_record(item: pytest.Item) -> TestRecord | None:
     )
 
 
+def _kill_leftovers(config: pytest.Config) -> None:
+    """Every process student code started during the test, except the live workers, is killed."""
+    if config.getoption("--ag-root"):
+        clients = getattr(config, "_ag_clients", [])
+        kill_strays(keep={c.pid for c in clients if c.pid is not None})
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem):
     result = yield
+    _kill_leftovers(item.config)
     record = _finish_record(item)
     path = item.config.getoption("--ag-records")
     if record is not None and path:
@@ -384,6 +405,9 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem):
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     path = session.config.getoption("--ag-records")
+    reports = [c.sandbox_report for c in getattr(session.config, "_ag_clients", []) if c.sandbox_report]
+    if path and reports:
+        Path(path).with_suffix(".sandbox.json").write_text(json.dumps(reports[0]))
     if path and _COLLECT_ERRORS:
         errors_path = Path(path).with_suffix(".collect.json")
         errors_path.write_text(json.dumps(_COLLECT_ERRORS))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -20,6 +21,7 @@ from .config import Assignment
 from .manifest import ManifestEntry, read_manifest
 from .records import read_records
 from .results import Results
+from .sandbox import Privilege, SandboxError, can_reach, kill_tree, plan, stage_code
 from .scoring import RunInfo, assemble
 
 Suite = Literal["public", "hidden", "all"]
@@ -104,19 +106,31 @@ def _precheck(cfg: Assignment, root: Path) -> list[str]:
 def grade(cfg: Assignment, root: Path, out: Path | None = None, suite: Suite = "all",
           parts: list[str] | None = None, verbose: bool = False,
           time_limits: dict[str, float] | None = None, notes: list[str] | None = None,
-          env: dict[str, str] | None = None) -> Results:
+          env: dict[str, str] | None = None, privilege: Privilege = "auto",
+          sandbox: dict | None = None) -> Results:
     """Grade ``root`` with ``suite``; writes results.json to ``out`` when given.
 
-    ``time_limits`` overrides entries of ``[time_limits]`` (e.g. ``{"call_s": 5}``); ``notes`` are
-    shown to the student in the summary; ``env`` adds environment variables (e.g. the GPU to use).
-    Without the reference's code but with a recording (the student kit), the reference is replayed.
+    ``time_limits`` overrides entries of ``[time_limits]`` (e.g. ``{"call_s": 5}``) and ``sandbox``
+    entries of ``[sandbox]``; ``notes`` are shown to the student in the summary; ``env`` adds
+    environment variables (e.g. the GPU to use). ``privilege`` says whether student code must
+    (``"require"``), may (``"auto"``) or must not (``"off"``) be moved to an unprivileged account
+    when we are root (see :func:`autograder.sandbox.plan`). Without the reference's code but with
+    a recording (the student kit), the reference is replayed.
     """
     start = time.monotonic()
     if time_limits:
         limits = cfg.time_limits.model_validate({**cfg.time_limits.model_dump(), **time_limits})
         cfg = cfg.model_copy(update={"time_limits": limits})
+    if sandbox:
+        cfg = cfg.model_copy(update={"sandbox": cfg.sandbox.model_validate({**cfg.sandbox.model_dump(), **sandbox})})
     root = Path(root).resolve()
     info = RunInfo(notes=list(notes or []) + _precheck(cfg, root))
+    try:
+        box = plan(cfg.sandbox, privilege)
+        info.notes += box.notes
+    except SandboxError as e:
+        box = None
+        info.run_error = str(e)
     try:
         manifest = load_manifest(cfg)
     except Exception as e:  # noqa: BLE001 - results.json must still be written
@@ -126,6 +140,7 @@ def grade(cfg: Assignment, root: Path, out: Path | None = None, suite: Suite = "
     manifest = [m for m in manifest if (wanted is None or m.suite == wanted)
                 and (parts is None or m.part in parts)]
     records = {}
+    code: Path | None = None
     with tempfile.TemporaryDirectory(prefix="ag-run-") as tmp:
         tmpdir = Path(tmp)
         ini = tmpdir / "pytest.ini"
@@ -133,9 +148,18 @@ def grade(cfg: Assignment, root: Path, out: Path | None = None, suite: Suite = "
         rec_path = tmpdir / "records.jsonl"
         selection = [str(cfg.tests_dir / m.nodeid) for m in manifest] if parts else \
             [str(p) for p in suite_paths(cfg, suite)]
-        if manifest and not info.run_error:
+        if manifest and box is not None and not info.run_error:
+            # The worker imports a copy of the package: regular files only (a link to the reference
+            # or a hidden test is not followed), which the sandbox account can read and not change.
+            code = Path(tempfile.mkdtemp(prefix="ag-code-", dir=tmpdir.parent))
+            os.chmod(code, 0o755)
+            stage_code(root / cfg.package, code / cfg.package)
+            if box.uid is not None and not can_reach(code / cfg.package, box.uid, box.gid or 0):
+                info.run_error = (f"the sandbox account {box.user!r} cannot read {code} "
+                                  "(set TMPDIR to a folder every account can enter)")
             cmd = _pytest_command(cfg, ini, [
                 "--ag-root", str(root), "--ag-records", str(rec_path),
+                "--ag-worker-root", str(code), "--ag-sandbox", box.to_json(),
                 "--ag-time-limits", cfg.time_limits.model_dump_json(),
                 f"--timeout={cfg.time_limits.test_s:g}", "--timeout-method=signal",
                 "-q" if not verbose else "-v", "-rN", "--no-header", "-W", "ignore::DeprecationWarning",
@@ -143,24 +167,36 @@ def grade(cfg: Assignment, root: Path, out: Path | None = None, suite: Suite = "
                 *(["--ag-golden", str(cfg.golden_path)] if use_golden(cfg) else []),
                 *selection,
             ])
+        if manifest and box is not None and not info.run_error:
+            proc = subprocess.Popen(cmd, cwd=tmp, env={**_env(), **(env or {})}, stdin=subprocess.DEVNULL,
+                                    stdout=None if verbose else subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, text=True)
             try:
-                proc = subprocess.run(cmd, cwd=tmp, env={**_env(), **(env or {})}, timeout=cfg.time_limits.total_s,
-                                      stdin=subprocess.DEVNULL,
-                                      stdout=None if verbose else subprocess.PIPE,
-                                      stderr=subprocess.STDOUT, text=True)
+                stdout, _ = proc.communicate(timeout=cfg.time_limits.total_s)
                 if proc.returncode not in (0, 1):  # 1 = some tests failed
-                    tail = (proc.stdout or "")[-2000:]
+                    tail = (stdout or "")[-2000:]
                     info.run_error = f"the grader exited with code {proc.returncode}" + \
                         (f"\n{tail}" if tail and proc.returncode not in (2, 5) else "")
             except subprocess.TimeoutExpired:
+                kill_tree(proc.pid)  # the workers and whatever they started go with it
+                proc.communicate()
                 info.run_error = f"grading took longer than {cfg.time_limits.total_s:g} s and was stopped"
             records = read_records(rec_path)
+            sandbox_path = rec_path.with_suffix(".sandbox.json")
+            if sandbox_path.exists():
+                try:
+                    info.sandbox = json.loads(sandbox_path.read_text())
+                    info.notes += [n for n in info.sandbox.get("notes", []) if n not in info.notes]
+                except (json.JSONDecodeError, AttributeError):
+                    pass
             errors_path = rec_path.with_suffix(".collect.json")
             if errors_path.exists():
                 try:
                     info.collect_errors = json.loads(errors_path.read_text())
                 except json.JSONDecodeError:
                     pass
+    if code is not None:
+        shutil.rmtree(code, ignore_errors=True)
     info.execution_time = time.monotonic() - start
     results = assemble(cfg, manifest, records, info)
     if out is not None:

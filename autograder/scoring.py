@@ -35,6 +35,7 @@ class RunInfo:
     collect_errors: dict[str, str] = field(default_factory=dict)
     run_error: str | None = None
     gpu_available: bool = False
+    sandbox: dict = field(default_factory=dict)  # the worker's report: account, network, limits
 
 
 def _clip(text: str, limit: int = MAX_TEST_OUTPUT) -> str:
@@ -115,7 +116,8 @@ def assemble(cfg: Assignment, manifest: list[ManifestEntry], records: dict[str, 
         leaderboard=leaderboard or None,
         extra_data={"parts": {p.name: {"score": round(p.score, 4), "max_score": p.max_score,
                                        "passed": p.passed, "tests": p.total}
-                              for p in parts.values()}},
+                              for p in parts.values()},
+                    **({"sandbox": info.sandbox} if info.sandbox else {})},
     )
 
 

@@ -21,9 +21,10 @@ MAX_MESSAGE = 4000
 
 
 class Worker:
-    def __init__(self, root: str, package: str) -> None:
+    def __init__(self, root: str, package: str, sandbox: dict | None = None) -> None:
         self.root = root
         self.package = package
+        self.sandbox = sandbox or {}
         self.objects: dict[int, Any] = {}
         self.ids: dict[int, int] = {}  # id(obj) -> handle
         self.next_handle = 1
@@ -104,6 +105,7 @@ class Worker:
             "python": sys.version.split()[0],
             "torch": torch.__version__,
             "cuda": bool(torch.cuda.is_available()),
+            "sandbox": self.sandbox,
         }
 
     def op_import(self, msg: dict) -> Any:
@@ -237,6 +239,12 @@ def describe(e: BaseException, root: str) -> dict:
 def main(argv: list[str]) -> None:
     root, package, in_fd, out_fd = argv[0], argv[1], int(argv[2]), int(argv[3])
     threads = int(os.environ.get("AUTOGRADER_THREADS", "0"))
+    report: dict = {}
+    spec = os.environ.pop("AG_SANDBOX", None)
+    if spec:  # first, while single-threaded and before torch or student code is imported
+        from autograder.sandbox import Sandbox, confine
+
+        report = confine(Sandbox.from_json(spec))
     import torch  # noqa: F401 - imported before student code so its import time is not charged to them
 
     if threads > 0:
@@ -244,7 +252,7 @@ def main(argv: list[str]) -> None:
     sys.path.insert(0, root)
     os.set_inheritable(in_fd, False)
     os.set_inheritable(out_fd, False)
-    Worker(root, package).serve(in_fd, out_fd)
+    Worker(root, package, report).serve(in_fd, out_fd)
     # Never run interpreter teardown hooks the student may have registered.
     os._exit(0)
 

@@ -6,45 +6,13 @@ import json
 import os
 import shutil
 import subprocess
-import sys
-import sysconfig
 import zipfile
-from pathlib import Path
 
 import pytest
 
-from autograder.build import build
-from autograder.results import Results
+from conftest import run_gradescope
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def dist(cfg, tmp_path_factory):
-    out = tmp_path_factory.mktemp("dist")
-    return build(cfg, out)
-
-
-@pytest.fixture(scope="module")
-def fresh_python(dist, tmp_path_factory):
-    """A new venv holding the harness from the kit's wheel only (other packages borrowed offline)."""
-    venv = tmp_path_factory.mktemp("venv")
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    py = venv / "bin" / "python"
-    site = Path(subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                               capture_output=True, text=True, check=True).stdout.strip())
-    # Dependencies (torch, pytest, ...) come from this environment, read-only, through a .pth line;
-    # the harness itself must come from the wheel.
-    (site / "borrowed-deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    with zipfile.ZipFile(dist[1]) as zf:
-        wheel = next(n for n in zf.namelist() if n.endswith(".whl"))
-        target = venv / Path(wheel).name
-        target.write_bytes(zf.read(wheel))
-    subprocess.run([str(py), "-m", "pip", "install", "--no-index", "--no-deps", "--quiet", str(target)], check=True)
-    origin = subprocess.run([str(py), "-c", "import autograder; print(autograder.__file__)"], cwd=venv,
-                            capture_output=True, text=True, check=True).stdout
-    assert str(venv) in origin, origin
-    return py
 
 
 def test_zip_contents(dist, cfg):
@@ -64,29 +32,9 @@ def test_zip_contents(dist, cfg):
     assert (info.external_attr >> 16) & 0o111
 
 
-def run_gradescope(dist, fresh_python, tmp_path, files: dict[str, str | Path]) -> Results:
-    root = tmp_path / "autograder"
-    (root / "source").mkdir(parents=True)
-    zipfile.ZipFile(dist[0]).extractall(root / "source")
-    shutil.copy(root / "source" / "run_autograder", root / "run_autograder")
-    sub = root / "submission"
-    sub.mkdir()
-    for rel, content in files.items():
-        (sub / rel).parent.mkdir(parents=True, exist_ok=True)
-        if isinstance(content, Path):
-            shutil.copy(content, sub / rel)
-        else:
-            (sub / rel).write_text(content)
-    (root / "submission_metadata.json").write_text(json.dumps({"id": 1, "users": [{"name": "S"}]}))
-    env = {**os.environ, "AUTOGRADER_ROOT": str(root), "AUTOGRADER_PYTHON": str(fresh_python)}
-    subprocess.run(["bash", str(root / "run_autograder")], env=env, check=True, timeout=900,
-                   capture_output=True)
-    return Results.read(root / "results" / "results.json")
-
-
-def test_gradescope_reference_gets_full_marks(dist, fresh_python, tmp_path, cfg):
+def test_gradescope_reference_gets_full_marks(dist, fresh_python, layout_base, cfg):
     files = {f"{cfg.package}/{p.name}": p for p in (cfg.reference_root / cfg.package).glob("*.py")}
-    res = run_gradescope(dist, fresh_python, tmp_path, files)
+    res = run_gradescope(dist, fresh_python, layout_base, files)
     failed = [(t.name, t.output) for t in res.tests if t.status == "failed"]
     written = [f for f in failed if f[0].startswith("written")]
     assert failed == written, failed  # the notebook is not a file of the package
@@ -95,14 +43,14 @@ def test_gradescope_reference_gets_full_marks(dist, fresh_python, tmp_path, cfg)
 
 
 @pytest.mark.parametrize("kind", ["template", "empty", "syntax_error"])
-def test_gradescope_broken_submissions_give_valid_results(dist, fresh_python, tmp_path, cfg, kind):
+def test_gradescope_broken_submissions_give_valid_results(dist, fresh_python, layout_base, cfg, kind):
     if kind == "template":
         files = {f"{cfg.package}/{p.name}": p for p in (cfg.template_root / cfg.package).glob("*.py")}
     elif kind == "empty":
         files = {}
     else:
         files = {f"{cfg.package}/attention.py": "def softmax(x:\n", f"{cfg.package}/mha.py": "class (\n"}
-    res = run_gradescope(dist, fresh_python, tmp_path, files)
+    res = run_gradescope(dist, fresh_python, layout_base, files)
     from autograder.manifest import read_manifest
 
     assert res.score == 0
