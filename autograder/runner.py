@@ -164,6 +164,8 @@ def grade(cfg: Assignment, root: Path, out: Path | None = None, suite: Suite = "
                 f"--timeout={cfg.time_limits.test_s:g}", "--timeout-method=signal",
                 "-q" if not verbose else "-v", "-rN", "--no-header", "-W", "ignore::DeprecationWarning",
                 "--continue-on-collection-errors",
+                # Messages come from the plugin; pytest's own long tracebacks cost ~0.1 s a failure.
+                "--tb=line" if not verbose else "--tb=short",
                 *(["--ag-golden", str(cfg.golden_path)] if use_golden(cfg) else []),
                 *selection,
             ])

@@ -24,6 +24,7 @@ import signal
 import stat
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -248,24 +249,73 @@ def become_subreaper() -> bool:
     return _libc().prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
 
 
-def _processes() -> dict[int, tuple[int, int]]:
-    """pid -> (parent pid, real uid) of every process we can see (from /proc/PID/status, which
-    also names the real owner of a process that made itself non-dumpable)."""
+def _scan(name: str, parse) -> dict[int, tuple[int, int]]:
+    """pid -> parse(contents of /proc/PID/<name>) for every process we can see."""
     table: dict[int, tuple[int, int]] = {}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
         try:
-            with open(f"/proc/{entry.name}/status", "rb") as f:
-                fields = dict(line.split(b":", 1) for line in f.read().splitlines() if b":" in line)
-            table[int(entry.name)] = (int(fields[b"PPid"]), int(fields[b"Uid"].split()[0]))
+            with open(f"/proc/{entry.name}/{name}", "rb") as f:
+                table[int(entry.name)] = parse(f.read())
         except (OSError, ValueError, KeyError, IndexError):
             continue
     return table
 
 
+def _owner_and_parent(status: bytes) -> tuple[int, int]:
+    fields = dict(line.split(b":", 1) for line in status.splitlines() if b":" in line)
+    return int(fields[b"PPid"]), int(fields[b"Uid"].split()[0])
+
+
+def _processes() -> dict[int, tuple[int, int]]:
+    """pid -> (parent pid, real uid) of every process we can see (from /proc/PID/status, which
+    also names the real owner of a process that made itself non-dumpable)."""
+    return _scan("status", _owner_and_parent)
+
+
+def _parents() -> dict[int, tuple[int, int]]:
+    """pid -> (parent pid, -1) of every process, from the short /proc/PID/stat (no owner: cheaper)."""
+    return _scan("stat", lambda stat: (int(stat[stat.rindex(b")") + 2:].split(None, 2)[1]), -1))
+
+
+def _children_files_work() -> bool:
+    return os.path.exists(f"/proc/self/task/{threading.get_native_id()}/children")
+
+
+def _children(pid: int) -> list[int]:
+    """Children of ``pid`` from /proc/PID/task/*/children (no scan of every process on the machine)."""
+    found: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return found
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children", "rb") as f:
+                found += [int(c) for c in f.read().split()]
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def _walk_descendants(root: int) -> set[int]:
+    found: set[int] = set()
+    todo = [root]
+    while todo:
+        for child in _children(todo.pop()):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
 def descendants(root: int, table: dict[int, tuple[int, int]] | None = None) -> set[int]:
-    table = _processes() if table is None else table
+    """Every process below ``root``: walked down from it where the kernel lists children (a few
+    files per process, which matters as this runs after every test), else from a table of all."""
+    if table is None and _children_files_work():
+        return _walk_descendants(root)
+    table = _parents() if table is None else table
     children: dict[int, list[int]] = {}
     for pid, (ppid, _) in table.items():
         children.setdefault(ppid, []).append(pid)
@@ -285,7 +335,7 @@ def _freeze_and_kill(select, rounds: int = 50) -> int:
         return 0
     stopped: set[int] = set()
     for _ in range(rounds):
-        new = select(_processes()) - stopped
+        new = select() - stopped
         if not new:
             break
         for pid in new:
@@ -316,16 +366,16 @@ def kill_strays(keep: set[int] = frozenset(), root: int | None = None) -> int:
     """Kill every descendant of ``root`` (default: this process) except ``keep``; returns how many."""
     root = os.getpid() if root is None else root
     me = os.getpid()
-    return _freeze_and_kill(lambda table: descendants(root, table) - set(keep) - {me})
+    return _freeze_and_kill(lambda: descendants(root) - set(keep) - {me})
 
 
 def kill_tree(pid: int) -> int:
     """Kill ``pid`` and everything below it."""
-    return _freeze_and_kill(lambda table: descendants(pid, table) | ({pid} if pid in table else set()))
+    return _freeze_and_kill(lambda: descendants(pid) | ({pid} if os.path.exists(f"/proc/{pid}") else set()))
 
 
 def kill_user(uid: int) -> int:
     """Kill every process of the (dedicated, unprivileged) account ``uid``."""
     if uid == 0:
         raise ValueError("refusing to kill root's processes")
-    return _freeze_and_kill(lambda table: {p for p, (_, u) in table.items() if u == uid})
+    return _freeze_and_kill(lambda: {p for p, (_, u) in _processes().items() if u == uid})

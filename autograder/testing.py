@@ -84,9 +84,25 @@ def assert_close(actual: Any, expected: torch.Tensor, what: str, tol: Tolerance 
 
 
 def assert_equal(actual: Any, expected: Any, what: str) -> None:
-    """Plain-data equality (ints, strings, lists), checked by type first."""
+    """Plain-data equality (ints, strings, lists), checked by exact type first, all the way down.
+
+    Exact types matter: ``True == 1`` and ``[1.0] == [1]``, so a bool or float must not stand in for an int.
+    """
     if type(actual) is not type(expected):
         raise AssertionError(f"{what}: expected a {type(expected).__name__}, got {type(actual).__name__}.")
+    if isinstance(expected, (list, tuple)):
+        if len(actual) != len(expected):
+            raise AssertionError(f"{what}: expected {len(expected)} items, got {len(actual)}: {actual!r}.")
+        for i, (a, e) in enumerate(zip(actual, expected)):
+            assert_equal(a, e, f"{what}[{i}]")
+        return
+    if isinstance(expected, dict):
+        if set(actual) != set(expected):
+            raise AssertionError(f"{what}: expected the keys {sorted(map(str, expected))}, "
+                                 f"got {sorted(map(str, actual))}.")
+        for k in expected:
+            assert_equal(actual[k], expected[k], f"{what}[{k!r}]")
+        return
     if actual != expected:
         raise AssertionError(f"{what}: expected {expected!r}, got {actual!r}.")
 

@@ -164,6 +164,28 @@ def test_kill_strays_reaches_double_forked_daemons(tmp_path):
     assert proc.stdout.strip() == "DEAD"
 
 
+def test_walking_down_the_tree_finds_what_the_full_table_finds():
+    """The fast path (each process's children list) and the scan of every process agree."""
+    procs = [subprocess.Popen([sys.executable, "-c", "import subprocess, sys, time; "
+                               "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)']); "
+                               "time.sleep(30)"]) for _ in range(2)]
+    try:
+        import time
+
+        deadline = time.monotonic() + 20
+        while len(sandbox.descendants(os.getpid(), sandbox._parents())) < 4 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        full = sandbox.descendants(os.getpid(), sandbox._parents())
+        assert len(full) >= 4 and {p.pid for p in procs} <= full
+        assert sandbox.descendants(os.getpid(), sandbox._processes()) == full
+        if sandbox._children_files_work():
+            assert sandbox._walk_descendants(os.getpid()) == full
+    finally:
+        assert sandbox.kill_strays() >= 4
+        for p in procs:
+            p.wait(timeout=10)
+
+
 def test_remote_objects_have_no_truth_value(tmp_path):
     (tmp_path / "pkg").mkdir()
     (tmp_path / "pkg" / "__init__.py").write_text("")
