@@ -16,6 +16,7 @@ sweeps a dedicated account at the very end of a Gradescope run.
 from __future__ import annotations
 
 import ctypes
+import functools
 import json
 import os
 import pwd
@@ -279,6 +280,7 @@ def _parents() -> dict[int, tuple[int, int]]:
     return _scan("stat", lambda stat: (int(stat[stat.rindex(b")") + 2:].split(None, 2)[1]), -1))
 
 
+@functools.cache
 def _children_files_work() -> bool:
     return os.path.exists(f"/proc/self/task/{threading.get_native_id()}/children")
 
@@ -299,11 +301,11 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-def _walk_descendants(root: int) -> set[int]:
+def _walk(root: int, children_of) -> set[int]:
     found: set[int] = set()
     todo = [root]
     while todo:
-        for child in _children(todo.pop()):
+        for child in children_of(todo.pop()):
             if child not in found:
                 found.add(child)
                 todo.append(child)
@@ -314,19 +316,12 @@ def descendants(root: int, table: dict[int, tuple[int, int]] | None = None) -> s
     """Every process below ``root``: walked down from it where the kernel lists children (a few
     files per process, which matters as this runs after every test), else from a table of all."""
     if table is None and _children_files_work():
-        return _walk_descendants(root)
+        return _walk(root, _children)
     table = _parents() if table is None else table
     children: dict[int, list[int]] = {}
     for pid, (ppid, _) in table.items():
         children.setdefault(ppid, []).append(pid)
-    found: set[int] = set()
-    todo = [root]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            if child not in found:
-                found.add(child)
-                todo.append(child)
-    return found
+    return _walk(root, lambda pid: children.get(pid, []))
 
 
 def _freeze_and_kill(select, rounds: int = 50) -> int:

@@ -6,6 +6,7 @@ import stat
 import subprocess
 import sys
 import textwrap
+import time
 import zipfile
 from pathlib import Path
 
@@ -170,8 +171,6 @@ def test_walking_down_the_tree_finds_what_the_full_table_finds():
                                "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)']); "
                                "time.sleep(30)"]) for _ in range(2)]
     try:
-        import time
-
         deadline = time.monotonic() + 20
         while len(sandbox.descendants(os.getpid(), sandbox._parents())) < 4 and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -179,7 +178,7 @@ def test_walking_down_the_tree_finds_what_the_full_table_finds():
         assert len(full) >= 4 and {p.pid for p in procs} <= full
         assert sandbox.descendants(os.getpid(), sandbox._processes()) == full
         if sandbox._children_files_work():
-            assert sandbox._walk_descendants(os.getpid()) == full
+            assert sandbox._walk(os.getpid(), sandbox._children) == full
     finally:
         assert sandbox.kill_strays() >= 4
         for p in procs:
