@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import forkserver
 from .errors import StaleObject, StudentCodeError, WorkerCrashed, WorkerTimeout
 from .protocol import ChannelClosed, Handle, ProtocolError, pack, read_frame, write_frame
 from .sandbox import Sandbox
@@ -36,6 +37,8 @@ class Limits:
 def describe_exit(code: int | None) -> str:
     if code is None:
         return "was stopped"
+    if code == forkserver.UNKNOWN_EXIT:
+        return "ended (how, nobody could tell)"
     if code < 0:
         try:
             name = signal.Signals(-code).name
@@ -50,7 +53,7 @@ def describe_exit(code: int | None) -> str:
 
 @dataclass
 class _Process:
-    popen: subprocess.Popen
+    popen: subprocess.Popen | forkserver.ForkedProcess
     to_worker: int
     from_worker: int
     generation: int
@@ -67,6 +70,7 @@ class WorkerClient:
     label: str = "your code"
     env: dict[str, str] = field(default_factory=dict)
     sandbox: Sandbox | None = None  # confinement the worker applies to itself (None: none)
+    fork: bool = True  # start workers as forks of a fork server (see autograder.forkserver)
 
     def __post_init__(self) -> None:
         self.root = Path(self.root).resolve()
@@ -108,19 +112,27 @@ class WorkerClient:
         env.update(self.env)
         if self.sandbox is not None:
             env["AG_SANDBOX"] = self.sandbox.to_json()
+        args = [str(self.root), self.package, str(to_r), str(from_w)]
         log = open(self._log_path, "ab")
         try:
-            popen = subprocess.Popen(
-                [sys.executable, "-I", "-m", "autograder.worker", str(self.root), self.package,
-                 str(to_r), str(from_w)],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                pass_fds=(to_r, from_w),
-                cwd=self._scratch.name,
-                env=env,
-                start_new_session=True,
-            )
+            server = forkserver.server_for(env, self.limits.start_s) if self.fork else None
+            popen = None
+            if server is not None:
+                try:  # a fork of a process that has imported torch already: milliseconds
+                    popen = server.spawn(args, env, self._scratch.name, log.fileno(), (to_r, from_w))
+                except forkserver.ForkServerError:
+                    popen = None
+            if popen is None:
+                popen = subprocess.Popen(
+                    [sys.executable, "-I", "-m", "autograder.worker", *args],
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=log,
+                    pass_fds=(to_r, from_w),
+                    cwd=self._scratch.name,
+                    env=env,
+                    start_new_session=True,
+                )
         finally:
             log.close()
             os.close(to_r)

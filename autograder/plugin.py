@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from . import config as config_mod
+from . import forkserver
 from .client import Limits, WorkerClient
 from .errors import StudentFacingError
 from .records import TestRecord, append_record
@@ -386,10 +387,11 @@ def _finish_record(item: pytest.Item) -> TestRecord | None:
 
 
 def _kill_leftovers(config: pytest.Config) -> None:
-    """Every process student code started during the test, except the live workers, is killed."""
+    """Every process student code started during the test, except the live workers (and the fork
+    servers they come from), is killed."""
     if config.getoption("--ag-root"):
         clients = getattr(config, "_ag_clients", [])
-        kill_strays(keep={c.pid for c in clients if c.pid is not None})
+        kill_strays(keep={c.pid for c in clients if c.pid is not None} | forkserver.server_pids())
 
 
 @pytest.hookimpl(wrapper=True)

@@ -106,7 +106,8 @@ def connect(port):
 '''
 
 
-def test_worker_confines_itself(tmp_path):
+@pytest.mark.parametrize("fork", [True, False], ids=["forked", "started"])
+def test_worker_confines_itself(tmp_path, fork):
     (tmp_path / "pkg").mkdir()
     (tmp_path / "pkg" / "__init__.py").write_text("")
     (tmp_path / "pkg" / "mod.py").write_text(MOD)
@@ -116,7 +117,7 @@ def test_worker_confines_itself(tmp_path):
     server.bind(("127.0.0.1", 0))
     server.listen(1)
     box = Sandbox(cpu_s=600, file_mb=64, memory_mb=3072, isolate_network=True)
-    client = WorkerClient(tmp_path, "pkg", Limits(call_s=10, import_s=10, start_s=60), sandbox=box)
+    client = WorkerClient(tmp_path, "pkg", Limits(call_s=10, import_s=10, start_s=60), sandbox=box, fork=fork)
     try:
         got = client.root_ref().mod.limits()
         assert got["RLIMIT_AS"] == [3072 << 20] * 2

@@ -1,0 +1,344 @@
+"""A fork server for student workers: torch is imported once, each worker is a fork of that.
+
+Starting a worker from scratch costs an interpreter plus ``import torch`` (about 2 s on a CPU
+machine), and a grading run starts several: the student's, the reference's for timing, and a
+new one after every crash or timeout. The fork server is a clean process, started like a worker
+(``python -I -m autograder.forkserver FD``), that imports torch and the worker module and then
+only forks on request. It never runs student or grading code and holds nothing secret, so a
+fork of it is what a fresh worker would be, in milliseconds.
+
+The grader keeps the server's socket (a ``SOCK_SEQPACKET`` pair; file descriptors travel with
+``SCM_RIGHTS``). The server reaps its children and reports their exit status, which is why
+:class:`ForkedProcess` offers the part of ``subprocess.Popen`` the client uses. Where the server
+cannot start or stops answering, :func:`server_for` returns None and workers start the slow way.
+
+Each child closes every descriptor except its own pipes and log before it becomes a worker (the
+server's socket included: student code must never be able to ask for processes), starts a new
+session, takes the environment, folder and arguments it was given, and runs
+:func:`autograder.worker.main`, which confines it exactly as it does a freshly started worker.
+"""
+from __future__ import annotations
+
+import atexit
+import fcntl
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+UNKNOWN_EXIT = -1000  # the worker is gone and nobody could say how it ended
+_MAX_MESSAGE = 1 << 20
+_SERVER_ENV_KEYS = ("PATH", "LD_LIBRARY_PATH", "VIRTUAL_ENV", "CUDA_VISIBLE_DEVICES", "TRITON_INTERPRET")
+
+
+class ForkServerError(Exception):
+    """The fork server did not start or stopped answering."""
+
+
+# --------------------------------------------------------------------------- grader side
+
+
+@dataclass
+class ForkedProcess:
+    """A worker forked by the server: ``pid``, ``poll()`` and ``wait()`` as on ``subprocess.Popen``."""
+
+    pid: int
+    server: ForkServer
+    returncode: int | None = None
+
+    def poll(self) -> int | None:
+        return self.wait(0.0, _raise=False)
+
+    def wait(self, timeout: float | None = None, _raise: bool = True) -> int | None:
+        if self.returncode is None:
+            self.returncode = self.server.exit_status(self.pid, 3600.0 if timeout is None else timeout)
+        if self.returncode is None and _raise and timeout:
+            raise subprocess.TimeoutExpired(f"worker {self.pid}", timeout)
+        return self.returncode
+
+
+@dataclass
+class ForkServer:
+    """The grader's handle on one fork server (see the module docstring)."""
+
+    env: dict[str, str]
+    start_s: float = 120.0
+    _sock: socket.socket | None = field(default=None, repr=False)
+    _popen: subprocess.Popen | None = field(default=None, repr=False)
+    _home: tempfile.TemporaryDirectory | None = field(default=None, repr=False)
+
+    def start(self) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self._home = tempfile.TemporaryDirectory(prefix="ag-forkserver-")
+        try:
+            self._popen = subprocess.Popen(
+                [sys.executable, "-I", "-m", "autograder.forkserver", str(theirs.fileno())],
+                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL, cwd=self._home.name, env=self.env, start_new_session=True)
+        finally:
+            theirs.close()
+        self._sock = ours
+        ready = self._ask({"op": "ping"}, self.start_s)
+        if ready.get("pong") is not True:
+            raise ForkServerError(f"the fork server answered {ready!r} to a ping")
+
+    @property
+    def pid(self) -> int | None:
+        if self._popen is None or self._popen.poll() is not None:
+            return None
+        return self._popen.pid
+
+    def alive(self) -> bool:
+        return self._sock is not None and self.pid is not None
+
+    def _ask(self, message: dict, timeout: float, fds: list[int] = ()) -> dict:
+        if self._sock is None:
+            raise ForkServerError("the fork server is not running")
+        try:
+            self._sock.settimeout(max(timeout, 0.001))
+            socket.send_fds(self._sock, [json.dumps(message).encode()], list(fds))
+            data, _, _, _ = socket.recv_fds(self._sock, _MAX_MESSAGE, 0)
+            if not data:
+                raise ForkServerError("the fork server closed its socket")
+            reply = json.loads(data)
+        except (OSError, ValueError) as e:
+            self.close()
+            raise ForkServerError(f"the fork server stopped answering ({e})") from None
+        if not isinstance(reply, dict) or "error" in reply:
+            raise ForkServerError(f"the fork server refused {message.get('op')!r}: {reply!r}")
+        return reply
+
+    def spawn(self, args: list[str], env: dict[str, str], cwd: str, stdout_fd: int,
+              keep_fds: tuple[int, ...]) -> ForkedProcess:
+        """Fork a worker running ``autograder.worker.main(args)``; ``keep_fds`` keep their numbers
+        in the child (the pipes named in ``args``), ``stdout_fd`` becomes its stdout and stderr."""
+        reply = self._ask({"op": "spawn", "args": args, "env": env, "cwd": cwd, "keep": list(keep_fds)},
+                          self.start_s, [stdout_fd, *keep_fds])
+        return ForkedProcess(int(reply["pid"]), self)
+
+    def exit_status(self, pid: int, timeout: float) -> int | None:
+        """The exit status of a child that has ended, waiting up to ``timeout``; None while it runs."""
+        if self.alive():
+            try:
+                return self._ask({"op": "wait", "pid": pid, "timeout": timeout}, timeout + 10.0).get("code")
+            except ForkServerError:
+                pass
+        # The server is gone: its children were handed to the nearest subreaper (the grader, when
+        # it is one), which may reap them; else all we can tell is whether the process still exists.
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    return os.waitstatus_to_exitcode(status)
+            except ChildProcessError:
+                if not _exists(pid):
+                    return UNKNOWN_EXIT
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(0.01)
+
+    def close(self) -> None:
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            sock.close()  # the server exits when its socket closes
+        if self._popen is not None:
+            try:
+                self._popen.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self._popen.kill()
+                self._popen.wait()
+        if self._home is not None:
+            self._home.cleanup()
+            self._home = None
+
+
+def _exists(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rsplit(b")", 1)[1].split()[0]
+        return state not in (b"Z", b"X")
+    except (OSError, IndexError):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+
+_SERVERS: dict[str, ForkServer] = {}
+
+
+def enabled() -> bool:
+    return os.environ.get("AUTOGRADER_FORKSERVER", "1") != "0" and sys.platform.startswith("linux")
+
+
+def server_for(env: dict[str, str], start_s: float = 120.0) -> ForkServer | None:
+    """The running fork server for workers started with ``env`` (one per set of the variables that
+    matter when an interpreter starts), started on first use; None where it cannot be had."""
+    if not enabled():
+        return None
+    server_env = {k: env[k] for k in _SERVER_ENV_KEYS if k in env}
+    server_env |= {"PYTHONHASHSEED": env.get("PYTHONHASHSEED", "0"), "PYTHONDONTWRITEBYTECODE": "1",
+                   "OMP_NUM_THREADS": env.get("OMP_NUM_THREADS", "1")}
+    key = json.dumps(server_env, sort_keys=True)
+    server = _SERVERS.get(key)
+    if server is not None and server.alive():
+        return server
+    if server is not None:
+        server.close()
+        del _SERVERS[key]
+        return None  # it died once in this run: the slow, independent way from now on
+    server = ForkServer(server_env, start_s)
+    try:
+        server.start()
+    except (ForkServerError, OSError):
+        server.close()
+        _SERVERS[key] = server  # remembered as failed
+        return None
+    _SERVERS[key] = server
+    return server
+
+
+def server_pids() -> set[int]:
+    """Process ids of the live fork servers (kept alive by the sweep for leftover processes)."""
+    return {pid for s in _SERVERS.values() if (pid := s.pid) is not None}
+
+
+@atexit.register
+def shutdown() -> None:
+    for server in list(_SERVERS.values()):
+        server.close()
+    _SERVERS.clear()
+
+
+# --------------------------------------------------------------------------- server side
+
+
+def _child(message: dict, fds: list[int]) -> None:
+    """In the forked child: become a fresh worker. Never returns."""
+    try:
+        stdout_fd, passed = fds[0], fds[1:]
+        keep = [int(k) for k in message["keep"]]
+        os.setsid()
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.dup2(stdout_fd, 1)
+        os.dup2(stdout_fd, 2)
+        # The descriptors arrive under new numbers; the worker's arguments name the old ones. Moved
+        # above all of those first, so that no dup2 below closes one that is still to be moved.
+        if not keep or len(keep) != len(passed) or min(keep) < 3:
+            raise ValueError(f"bad descriptors to keep: {keep}")
+        moved = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, max(keep) + 1) for fd in passed]
+        for src, dst in zip(moved, keep):
+            os.dup2(src, dst, inheritable=False)
+        low = 3  # everything else goes: the server's socket above all
+        for k in sorted(keep):
+            os.closerange(low, k)
+            low = k + 1
+        os.closerange(low, os.sysconf("SC_OPEN_MAX"))
+        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        cwd = str(message["cwd"])
+        os.chdir(cwd)
+        os.environ.clear()
+        os.environ.update({str(k): str(v) for k, v in message["env"].items()})
+        if _COERCED_LOCALE and not {"LC_ALL", "LC_CTYPE", "LANG"} & set(os.environ):
+            os.environ["LC_CTYPE"] = _COERCED_LOCALE  # what a new interpreter would have set (PEP 538)
+        tempfile.tempdir = None  # gettempdir() must read this worker's TMPDIR
+        if sys.path and sys.path[0] == _SERVER_CWD:
+            sys.path[0] = cwd  # as `python -m` puts the start folder first (Python < 3.11)
+        sys.argv = ["autograder.worker", *map(str, message["args"])]
+        from autograder import worker
+
+        worker.main(list(map(str, message["args"])))
+    except BaseException:  # noqa: BLE001 - the child must never return into the server's loop
+        import traceback
+
+        traceback.print_exc()
+        os._exit(70)
+    os._exit(0)
+
+
+_SERVER_CWD = ""
+_COERCED_LOCALE = ""
+
+
+def serve(fd: int) -> None:
+    global _SERVER_CWD, _COERCED_LOCALE
+    _SERVER_CWD = os.getcwd()
+    _COERCED_LOCALE = os.environ.get("LC_CTYPE", "")  # the server is started without any LC_* or LANG
+    sock = socket.socket(fileno=fd)
+    sock.set_inheritable(False)
+    import torch  # noqa: F401 - the reason this process exists (never initialise CUDA here)
+
+    import autograder.sandbox  # noqa: F401
+    import autograder.worker  # noqa: F401
+
+    codes: dict[int, int] = {}
+    children: set[int] = set()
+
+    def reap() -> None:
+        while children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                children.clear()
+                return
+            if pid == 0:
+                return
+            children.discard(pid)
+            codes[pid] = os.waitstatus_to_exitcode(status)
+
+    while True:
+        try:
+            data, fds, _, _ = socket.recv_fds(sock, _MAX_MESSAGE, 16)
+        except OSError:
+            return
+        if not data:
+            return
+        try:
+            message = json.loads(data)
+            op = message.get("op")
+            if op == "ping":
+                reply = {"pong": True, "pid": os.getpid()}
+            elif op == "spawn":
+                pid = os.fork()
+                if pid == 0:
+                    sock.close()
+                    _child(message, fds)
+                children.add(pid)
+                reply = {"pid": pid}
+            elif op == "wait":
+                pid = int(message["pid"])
+                deadline = time.monotonic() + float(message.get("timeout", 0.0))
+                reap()
+                while pid in children and time.monotonic() < deadline:
+                    time.sleep(0.005)
+                    reap()
+                reply = {"code": codes.pop(pid, None) if pid not in children else None}
+                if pid not in children and reply["code"] is None:
+                    reply["code"] = UNKNOWN_EXIT  # not ours, or asked about twice
+            else:
+                reply = {"error": f"unknown operation {op!r}"}
+        except Exception as e:  # noqa: BLE001 - a bad request must not stop the server
+            reply = {"error": f"{type(e).__name__}: {e}"}
+        finally:
+            for passed in fds:
+                os.close(passed)
+        try:
+            socket.send_fds(sock, [json.dumps(reply).encode()], [])
+        except OSError:
+            return
+
+
+if __name__ == "__main__":
+    serve(int(sys.argv[1]))
