@@ -20,14 +20,7 @@ from typing import Any
 
 from . import forkserver
 from .errors import StaleObject, StudentCodeError, WorkerCrashed, WorkerTimeout
-from .protocol import (
-    ChannelClosed,
-    Handle,
-    ProtocolError,
-    pack,
-    read_frame,
-    write_frame,
-)
+from .protocol import ChannelClosed, Handle, ProtocolError, pack, read_frame, write_frame
 from .sandbox import Sandbox
 
 OUTPUT_HEAD = 6_000

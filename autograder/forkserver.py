@@ -23,6 +23,7 @@ import atexit
 import fcntl
 import json
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -50,8 +51,32 @@ class ForkedProcess:
     pid: int
     server: ForkServer
     returncode: int | None = None
+    _pidfd: int | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        try:  # readable once the process has ended: liveness without asking the server
+            self._pidfd = os.pidfd_open(self.pid)
+        except (AttributeError, OSError):
+            self._pidfd = None
+
+    def __del__(self) -> None:
+        if self._pidfd is not None:
+            os.close(self._pidfd)
+            self._pidfd = None
+
+    def _running(self) -> bool:
+        if self._pidfd is not None:
+            try:
+                return not select.select([self._pidfd], [], [], 0)[0]
+            except (OSError, ValueError):
+                pass
+        return _exists(self.pid)
 
     def poll(self) -> int | None:
+        """As ``Popen.poll``; called before every request, so it asks the server only once the
+        worker has ended (a round trip to the server costs about half a millisecond)."""
+        if self.returncode is None and self._running():
+            return None
         return self.wait(0.0, _raise=False)
 
     def wait(self, timeout: float | None = None, _raise: bool = True) -> int | None:
@@ -59,6 +84,9 @@ class ForkedProcess:
             self.returncode = self.server.exit_status(self.pid, 3600.0 if timeout is None else timeout)
         if self.returncode is None and _raise and timeout:
             raise subprocess.TimeoutExpired(f"worker {self.pid}", timeout)
+        if self.returncode is not None and self._pidfd is not None:
+            os.close(self._pidfd)
+            self._pidfd = None
         return self.returncode
 
 

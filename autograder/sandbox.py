@@ -4,7 +4,8 @@ Grader side: :func:`plan` turns the assignment's ``[sandbox]`` table into a :cla
 (which account, which limits); it travels to the worker as JSON in ``AG_SANDBOX``.
 
 Worker side: :func:`confine` runs first thing in the worker, while it is still single-threaded
-and before torch or any student code is imported: resource limits, a new network namespace,
+and before any student code is imported (a worker started directly has not imported torch yet;
+a fork of the fork server has, and is single-threaded as every fork is): resource limits, a new network namespace,
 ``no_new_privs``, then the switch to the unprivileged account. Student code cannot undo any of
 it. It returns a report (what held, what the kernel refused) that the grader shows.
 

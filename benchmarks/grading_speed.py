@@ -1,7 +1,9 @@
 """Benchmark: how long grading takes, and what one call through the worker costs.
 
 Prints figures measured in this run (no thresholds): wall time to grade the reference and the
-template with every suite, and the round-trip time of small calls into the worker.
+template with every suite, the round-trip time of small calls into the worker, and what a
+worker restart costs when workers are forks of the fork server and when they are started
+directly (plus a whole grading run of a submission that crashes its worker in many tests).
 Usage: python benchmarks/grading_speed.py [--repeats N]
 """
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import signal
 import statistics
 import time
 from pathlib import Path
@@ -53,6 +56,38 @@ def main() -> None:
             print(f"round trip softmax{shape}: median {statistics.median(lat) * 1e3:.2f} ms")
     finally:
         client.close()
+    restarts(cfg, args.repeats)
+
+
+def restarts(cfg: config_mod.Assignment, repeats: int) -> None:
+    """Worker restart after it was killed (as after a crash), forked vs started; then a grading
+    run of a submission that segfaults in every multi-head attention test, both ways."""
+    crashing = ROOT / "tests" / "fixtures" / "submissions" / "crash_segfault"
+    for fork in (True, False):
+        client = WorkerClient(cfg.reference_root, cfg.package, fork=fork)
+        try:
+            s = client.root_ref()
+            s.attention.softmax(torch.zeros(1))
+            lat = []
+            for _ in range(max(repeats, 5)):
+                os.killpg(client.pid, signal.SIGKILL)
+                while client.pid is not None:  # gone, and its exit seen
+                    time.sleep(0.001)
+                t0 = time.perf_counter()
+                s.attention.softmax(torch.zeros(1))
+                lat.append(time.perf_counter() - t0)
+        finally:
+            client.close()
+        how = "forked " if fork else "started"
+        print(f"worker restart ({how}) + first call: median {statistics.median(lat) * 1e3:7.1f} ms")
+    for fork in (True, False):
+        os.environ["AUTOGRADER_FORKSERVER"] = "1" if fork else "0"
+        t0 = time.perf_counter()
+        res = grade(cfg, crashing, time_limits={"call_s": 4.0, "import_s": 6.0})
+        how = "forked " if fork else "started"
+        print(f"grade crash_segfault, workers {how}: {time.perf_counter() - t0:6.2f} s "
+              f"({sum(t.status == 'failed' for t in res.tests)} failed tests)")
+    os.environ.pop("AUTOGRADER_FORKSERVER")
 
 
 if __name__ == "__main__":
