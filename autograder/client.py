@@ -121,7 +121,12 @@ class WorkerClient:
                 try:  # a fork of a process that has imported torch already: milliseconds
                     popen = server.spawn(args, env, self._scratch.name, log.fileno(), (to_r, from_w))
                 except forkserver.ForkServerError:
-                    popen = None
+                    # A late fork may hold these pipes: the worker started instead gets new ones.
+                    for fd in (to_r, to_w, from_r, from_w):
+                        os.close(fd)
+                    to_r, to_w = os.pipe()
+                    from_r, from_w = os.pipe()
+                    args = [str(self.root), self.package, str(to_r), str(from_w)]
             if popen is None:
                 popen = subprocess.Popen(
                     [sys.executable, "-I", "-m", "autograder.worker", *args],

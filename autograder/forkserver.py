@@ -82,7 +82,7 @@ class ForkedProcess:
     def wait(self, timeout: float | None = None, _raise: bool = True) -> int | None:
         if self.returncode is None:
             self.returncode = self.server.exit_status(self.pid, 3600.0 if timeout is None else timeout)
-        if self.returncode is None and _raise and timeout:
+        if self.returncode is None and _raise and timeout is not None:
             raise subprocess.TimeoutExpired(f"worker {self.pid}", timeout)
         if self.returncode is not None and self._pidfd is not None:
             os.close(self._pidfd)
@@ -202,6 +202,7 @@ def _exists(pid: int) -> bool:
 
 
 _SERVERS: dict[str, ForkServer] = {}
+_FAILED: set[str] = set()  # keys whose server did not start or died
 
 
 def enabled() -> bool:
@@ -217,19 +218,21 @@ def server_for(env: dict[str, str], start_s: float = 120.0) -> ForkServer | None
     server_env |= {"PYTHONHASHSEED": env.get("PYTHONHASHSEED", "0"), "PYTHONDONTWRITEBYTECODE": "1",
                    "OMP_NUM_THREADS": env.get("OMP_NUM_THREADS", "1")}
     key = json.dumps(server_env, sort_keys=True)
+    if key in _FAILED:
+        return None  # it failed once in this process: the slow, independent way from now on
     server = _SERVERS.get(key)
     if server is not None and server.alive():
         return server
-    if server is not None:
+    if server is None:
+        server = ForkServer(server_env, start_s)
+        try:
+            server.start()
+        except (ForkServerError, OSError):
+            pass
+    if not server.alive():
         server.close()
-        del _SERVERS[key]
-        return None  # it died once in this run: the slow, independent way from now on
-    server = ForkServer(server_env, start_s)
-    try:
-        server.start()
-    except (ForkServerError, OSError):
-        server.close()
-        _SERVERS[key] = server  # remembered as failed
+        _SERVERS.pop(key, None)
+        _FAILED.add(key)
         return None
     _SERVERS[key] = server
     return server
@@ -245,6 +248,7 @@ def shutdown() -> None:
     for server in list(_SERVERS.values()):
         server.close()
     _SERVERS.clear()
+    _FAILED.clear()
 
 
 # --------------------------------------------------------------------------- server side
@@ -271,7 +275,7 @@ def _child(message: dict, fds: list[int]) -> None:
         for k in sorted(keep):
             os.closerange(low, k)
             low = k + 1
-        os.closerange(low, os.sysconf("SC_OPEN_MAX"))
+        os.closerange(low, max(os.sysconf("SC_OPEN_MAX"), 1 << 20))
         for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -282,8 +286,8 @@ def _child(message: dict, fds: list[int]) -> None:
         if _COERCED_LOCALE and not {"LC_ALL", "LC_CTYPE", "LANG"} & set(os.environ):
             os.environ["LC_CTYPE"] = _COERCED_LOCALE  # what a new interpreter would have set (PEP 538)
         tempfile.tempdir = None  # gettempdir() must read this worker's TMPDIR
-        if sys.path and sys.path[0] == _SERVER_CWD:
-            sys.path[0] = cwd  # as `python -m` puts the start folder first (Python < 3.11)
+        if "numpy" in sys.modules:  # imported with torch: each worker draws its own seed, as a new process does
+            sys.modules["numpy"].random.seed()
         sys.argv = ["autograder.worker", *map(str, message["args"])]
         from autograder import worker
 
@@ -296,13 +300,11 @@ def _child(message: dict, fds: list[int]) -> None:
     os._exit(0)
 
 
-_SERVER_CWD = ""
 _COERCED_LOCALE = ""
 
 
 def serve(fd: int) -> None:
-    global _SERVER_CWD, _COERCED_LOCALE
-    _SERVER_CWD = os.getcwd()
+    global _COERCED_LOCALE
     _COERCED_LOCALE = os.environ.get("LC_CTYPE", "")  # the server is started without any LC_* or LANG
     sock = socket.socket(fileno=fd)
     sock.set_inheritable(False)
