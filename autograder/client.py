@@ -112,7 +112,10 @@ class WorkerClient:
         env.update(self.env)
         if self.sandbox is not None:
             env["AG_SANDBOX"] = self.sandbox.to_json()
-        args = [str(self.root), self.package, str(to_r), str(from_w)]
+        def worker_args() -> list[str]:
+            return [str(self.root), self.package, str(to_r), str(from_w)]
+
+        args = worker_args()
         log = open(self._log_path, "ab")
         try:
             server = forkserver.server_for(env, self.limits.start_s) if self.fork else None
@@ -126,7 +129,7 @@ class WorkerClient:
                         os.close(fd)
                     to_r, to_w = os.pipe()
                     from_r, from_w = os.pipe()
-                    args = [str(self.root), self.package, str(to_r), str(from_w)]
+                    args = worker_args()
             if popen is None:
                 popen = subprocess.Popen(
                     [sys.executable, "-I", "-m", "autograder.worker", *args],

@@ -215,8 +215,8 @@ def server_for(env: dict[str, str], start_s: float = 120.0) -> ForkServer | None
     if not enabled():
         return None
     server_env = {k: env[k] for k in _SERVER_ENV_KEYS if k in env}
-    server_env |= {"PYTHONHASHSEED": env.get("PYTHONHASHSEED", "0"), "PYTHONDONTWRITEBYTECODE": "1",
-                   "OMP_NUM_THREADS": env.get("OMP_NUM_THREADS", "1")}
+    # (PYTHONHASHSEED is left out: `-I` ignores every PYTHON* variable, the worker's included.)
+    server_env |= {"OMP_NUM_THREADS": env.get("OMP_NUM_THREADS", "1")}
     key = json.dumps(server_env, sort_keys=True)
     if key in _FAILED:
         return None  # it failed once in this process: the slow, independent way from now on
@@ -288,10 +288,11 @@ def _child(message: dict, fds: list[int]) -> None:
         tempfile.tempdir = None  # gettempdir() must read this worker's TMPDIR
         if "numpy" in sys.modules:  # imported with torch: each worker draws its own seed, as a new process does
             sys.modules["numpy"].random.seed()
-        sys.argv = ["autograder.worker", *map(str, message["args"])]
+        args = [str(a) for a in message["args"]]
+        sys.argv = ["autograder.worker", *args]
         from autograder import worker
 
-        worker.main(list(map(str, message["args"])))
+        worker.main(args)
     except BaseException:  # noqa: BLE001 - the child must never return into the server's loop
         import traceback
 
@@ -354,9 +355,8 @@ def serve(fd: int) -> None:
                 while pid in children and time.monotonic() < deadline:
                     time.sleep(0.005)
                     reap()
-                reply = {"code": codes.pop(pid, None) if pid not in children else None}
-                if pid not in children and reply["code"] is None:
-                    reply["code"] = UNKNOWN_EXIT  # not ours, or asked about twice
+                # Not ours, or asked about twice: nobody can tell how it ended.
+                reply = {"code": None if pid in children else codes.pop(pid, UNKNOWN_EXIT)}
             else:
                 reply = {"error": f"unknown operation {op!r}"}
         except Exception as e:  # noqa: BLE001 - a bad request must not stop the server

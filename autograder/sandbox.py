@@ -5,8 +5,8 @@ Grader side: :func:`plan` turns the assignment's ``[sandbox]`` table into a :cla
 
 Worker side: :func:`confine` runs first thing in the worker, while it is still single-threaded
 and before any student code is imported (a worker started directly has not imported torch yet;
-a fork of the fork server has, and is single-threaded as every fork is): resource limits, a new network namespace,
-``no_new_privs``, then the switch to the unprivileged account. Student code cannot undo any of
+a fork of the fork server has, and is single-threaded as every fork is): resource limits, a
+new network namespace, ``no_new_privs``, then the switch to the unprivileged account. Student code cannot undo any of
 it. It returns a report (what held, what the kernel refused) that the grader shows.
 
 Leftovers: the grading process is a child subreaper, so whatever student code forks (even a

@@ -2,8 +2,8 @@
 
 Started by :class:`autograder.client.WorkerClient` as
 ``python -I -m autograder.worker ROOT PACKAGE IN_FD OUT_FD``, or forked by the fork server
-(:mod:`autograder.forkserver`), which then calls :func:`main` with the same arguments. It serves requests read from
-``IN_FD`` and answers on ``OUT_FD`` (see :mod:`autograder.protocol`); stdout/stderr are files the
+(:mod:`autograder.forkserver`), which then calls :func:`main` with the same arguments. It
+serves requests read from ``IN_FD`` and answers on ``OUT_FD`` (see :mod:`autograder.protocol`); stdout/stderr are files the
 grader reads per test. Objects that cannot be sent (modules, caches, ...) stay here in a handle
 table and travel as handles.
 """
@@ -242,7 +242,7 @@ def main(argv: list[str]) -> None:
     threads = int(os.environ.get("AUTOGRADER_THREADS", "0"))
     report: dict = {}
     spec = os.environ.pop("AG_SANDBOX", None)
-    if spec:  # first, while single-threaded and before student code is imported (a fork has torch already)
+    if spec:  # first, single-threaded, before student code is imported (a fork has torch already)
         from autograder.sandbox import Sandbox, confine
 
         report = confine(Sandbox.from_json(spec))
