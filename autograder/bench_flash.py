@@ -18,8 +18,12 @@ from typing import Callable
 
 import torch
 
-from .client import WorkerClient, forward_backward, repeat, store
+from .client import Limits, WorkerClient, forward_backward, repeat, store
 from .config import Assignment
+from .errors import StudentFacingError
+
+HEAD_DIMS = (16, 32, 64, 128)  # what ASSIGNMENT_API.md asks every kernel to support
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 @dataclass
@@ -72,21 +76,44 @@ def _time_remote(call: Callable[[], None], repeats: int) -> float:
     return statistics.median(times)
 
 
+def check_options(sizes: list[int], *, batch: int, heads: int, head_dim: int, dtype: str | None) -> None:
+    """Refuse, with the reason, what no kernel of the assignment is asked to run."""
+    if not sizes or any(n < 1 for n in sizes):
+        raise ValueError(f"sizes must be positive sequence lengths, got {sizes}")
+    if batch < 1 or heads < 1:
+        raise ValueError(f"batch and heads must be at least 1, got {batch} and {heads}")
+    if head_dim not in HEAD_DIMS:
+        raise ValueError(f"head dim must be one of {HEAD_DIMS} (the kernels' contract), got {head_dim}")
+    if dtype is not None and dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    if dtype == "bfloat16" and not torch.cuda.is_available():
+        raise ValueError("bfloat16 needs a GPU: Triton's interpreter has no bfloat16 tl.dot")
+
+
 def run(cfg: Assignment, submission: Path | None, sizes: list[int], *, batch: int = 1, heads: int = 2,
         head_dim: int = 32, causal: bool = True, repeats: int = 3, backward: bool = True,
-        progress: Callable[[str], None] | None = None) -> list[Row]:
+        dtype: str | None = None, call_s: float = 600.0,
+        progress: Callable[[str], None] | None = None) -> tuple[list[Row], list[str]]:
+    """Rows for every (implementation, N) that ran, and one note per implementation that failed.
+
+    A kernel that raises, crashes or runs past ``call_s`` for one call is noted and not timed at
+    larger N; the others go on, so a broken submission still leaves the reference's figures.
+    """
+    check_options(sizes, batch=batch, heads=heads, head_dim=head_dim, dtype=dtype)
     cuda = torch.cuda.is_available()
     if not cuda:
         os.environ.setdefault("TRITON_INTERPRET", "1")  # inherited by the workers
     device = "cuda" if cuda else "cpu"
-    dtype = torch.float16 if cuda else torch.float32
-    clients = {"reference": WorkerClient(cfg.reference_root, cfg.package, label="the reference")}
+    torch_dtype = DTYPES[dtype] if dtype else (torch.float16 if cuda else torch.float32)
+    limits = Limits(call_s=call_s)
+    clients = {"reference": WorkerClient(cfg.reference_root, cfg.package, limits=limits, label="the reference")}
     if submission is not None:
-        clients["submission"] = WorkerClient(Path(submission), cfg.package, label="the submission")
+        clients["submission"] = WorkerClient(Path(submission), cfg.package, limits=limits, label="the submission")
     rows: list[Row] = []
+    failed: dict[str, str] = {}
     try:
         for n in sizes:
-            q, k, v = (torch.randn(batch, heads, n, head_dim, device=device, dtype=dtype) for _ in range(3))
+            q, k, v = (torch.randn(batch, heads, n, head_dim, device=device, dtype=torch_dtype) for _ in range(3))
             g = torch.randn_like(q)
             flops = attention_flops(batch, heads, n, head_dim, causal)
             local = {"naive": _naive,
@@ -102,22 +129,29 @@ def run(cfg: Assignment, submission: Path | None, sizes: list[int], *, batch: in
                 if progress:
                     progress(f"{name} N={n}")
             for name, client in clients.items():
+                if name in failed:
+                    continue
                 flash = client.root_ref().flash
-                args = store(client, [q, k, v])
-                fwd = _time_remote(lambda: repeat(flash.flash_attention, args, 1, kwargs={"is_causal": causal}),
-                                   repeats)
-                fb = None
-                if backward:
-                    fb = _time_remote(lambda: forward_backward(flash.flash_attention, [q, k, v], g, wrt=[0, 1, 2],
-                                                               kwargs={"is_causal": causal}), repeats)
+                try:
+                    args = store(client, [q, k, v])
+                    fwd = _time_remote(lambda: repeat(flash.flash_attention, args, 1,
+                                                      kwargs={"is_causal": causal}), repeats)
+                    fb = None
+                    if backward:
+                        fb = _time_remote(lambda: forward_backward(
+                            flash.flash_attention, [q, k, v], g, wrt=[0, 1, 2], kwargs={"is_causal": causal}),
+                            repeats)
+                    client.release_all()
+                except StudentFacingError as e:
+                    failed[name] = f"{name} stopped at N={n}: {e}"
+                    continue
                 rows.append(Row(name, n, fwd * 1e3, None if fb is None else fb * 1e3, flops / fwd / 1e12))
-                client.release_all()
                 if progress:
                     progress(f"{name} N={n}")
     finally:
         for client in clients.values():
             client.close()
-    return rows
+    return rows, list(failed.values())
 
 
 def plot(rows: list[Row], path: Path) -> None:

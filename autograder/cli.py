@@ -351,17 +351,32 @@ def bench_flash(
     batch: int = typer.Option(1, "--batch"),
     causal: bool = typer.Option(True, "--causal/--no-causal"),
     backward: bool = typer.Option(True, "--backward/--no-backward", help="also time forward+backward"),
+    dtype: Optional[str] = typer.Option(None, help="float32, float16 or bfloat16 (default: float16 on a GPU, "
+                                                   "float32 on a CPU)"),
+    call_limit: float = typer.Option(600.0, "--call-limit", help="seconds one timed call may take"),
     png: Path = typer.Option(Path("bench/flash.png"), "--out", help="where to save the plot"),
 ) -> None:
     """Naive attention vs SDPA vs the reference kernel (vs a submission): time and TFLOP/s over N."""
-    from .bench_flash import default_sizes, plot, run
+    from .bench_flash import check_options, default_sizes, plot, run
 
     cfg = _load(assignment)
-    chosen = default_sizes() if not sizes else [int(x) for x in sizes.split(",") if x.strip()]
+    try:
+        chosen = default_sizes() if not sizes else [int(x) for x in sizes.split(",") if x.strip()]
+        check_options(chosen, batch=batch, heads=heads, head_dim=head_dim, dtype=dtype)
+    except ValueError as e:
+        console.print(f"[red]error:[/red] {escape(str(e))}")
+        raise typer.Exit(2) from None
+    if submission is not None and not (submission / cfg.package).is_dir():
+        console.print(f"[red]error:[/red] {escape(str(submission))} has no {cfg.package}/ folder")
+        raise typer.Exit(2)
     with console.status("Benchmarking ...") as status:
-        rows = run(cfg, submission, chosen, batch=batch, heads=heads, head_dim=head_dim, causal=causal,
-                   backward=backward, progress=lambda what: status.update(f"Benchmarking {what} ..."))
-    table = Table(title=f"Attention, B={batch} H={heads} D={head_dim} causal={causal}")
+        rows, failures = run(cfg, submission, chosen, batch=batch, heads=heads, head_dim=head_dim, causal=causal,
+                             backward=backward, dtype=dtype, call_s=call_limit,
+                             progress=lambda what: status.update(f"Benchmarking {what} ..."))
+    import torch
+
+    shown = dtype or ("float16" if torch.cuda.is_available() else "float32")
+    table = Table(title=f"Attention, B={batch} H={heads} D={head_dim} causal={causal} {shown}")
     for col in ("impl", "N", "forward ms", "fwd+bwd ms", "forward TFLOP/s"):
         table.add_column(col, justify="left" if col == "impl" else "right")
     for r in rows:
@@ -370,6 +385,10 @@ def bench_flash(
     out.print(table)
     plot(rows, png)
     out.print(f"plot saved to {png}")
+    for note in failures:
+        console.print(f"[red]{escape(note)}[/red]")
+    if failures:
+        raise typer.Exit(1)
 
 
 def main() -> None:  # pragma: no cover

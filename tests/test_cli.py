@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from autograder.cli import app
@@ -53,6 +54,30 @@ def test_bench_flash_on_cpu(tmp_path):
     assert res.exit_code == 0, res.output
     assert "reference" in res.output and "sdpa" in res.output and "naive" in res.output
     assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_bench_flash_keeps_going_past_a_broken_submission(cfg, tmp_path):
+    png = tmp_path / "flash.png"
+    res = runner.invoke(app, ["bench", "flash", "--sizes", "16,32", "--no-backward", "--out", str(png),
+                              "--submission", str(cfg.template_root)])
+    assert res.exit_code == 1, res.output
+    assert "submission stopped at N=16" in res.output and "NotImplementedError" in res.output
+    assert res.output.count("reference") >= 2  # the reference's rows at both sizes are still shown
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--head-dim", "48"], "head dim must be one of"),
+    (["--sizes", "16,x"], "invalid literal"),
+    (["--sizes", "0"], "positive sequence lengths"),
+    pytest.param(["--dtype", "bfloat16"], "bfloat16 needs a GPU",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU runs bfloat16")),
+    (["--dtype", "int8"], "dtype must be one of"),
+    (["--submission", "/nonexistent"], "has no transformer_lab/ folder"),
+])
+def test_bench_flash_refuses_bad_options(args, needle, tmp_path):
+    res = runner.invoke(app, ["bench", "flash", "--out", str(tmp_path / "x.png"), *args])
+    assert res.exit_code == 2 and needle in res.output, res.output
 
 
 def test_experiments_make_their_plots(cfg, tmp_path):
