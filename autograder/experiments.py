@@ -91,10 +91,13 @@ def sinusoidal(student, out: Path, max_len: int = 128, d_model: int = 64) -> Pat
 def attention_scaling(cfg: Assignment, root: Path, out: Path, sizes: list[int] | None = None) -> Path:
     """Time and peak memory vs N for naive attention, SDPA and the implementation's kernel."""
     from .bench_flash import run
+    from .errors import StudentFacingError
 
     sizes = sizes or ([512, 1024, 2048, 4096, 8192] if torch.cuda.is_available() else [16, 32, 64])
     same = Path(root).resolve() == cfg.reference_root.resolve()
-    rows = run(cfg, None if same else Path(root), sizes, backward=False, repeats=2)
+    rows, failures = run(cfg, None if same else Path(root), sizes, backward=False, repeats=2)
+    if failures:  # the plot needs every implementation's figures
+        raise StudentFacingError("; ".join(failures))
     plt = _plt()
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
     for impl in dict.fromkeys(r.impl for r in rows):
