@@ -16,6 +16,13 @@ Each child closes every descriptor except its own pipes and log before it become
 server's socket included: student code must never be able to ask for processes), starts a new
 session, takes the environment, folder and arguments it was given, and runs
 :func:`autograder.worker.main`, which confines it exactly as it does a freshly started worker.
+
+The same machinery serves the grader's own pytest process (``kind="host"``): a process that
+grades many submissions (``autograder batch``) keeps one host server that has imported torch,
+pytest, Triton and the plugin, started with the pytest host's environment, and each grading run
+is a fork of it running ``pytest.main`` (see :func:`host_server_for`). It holds no suite, no
+reference and no submission: those are only loaded by ``pytest.main`` in the fork. Student code
+never runs there; the run's workers are started by the fork as before, below it.
 """
 from __future__ import annotations
 
@@ -29,6 +36,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -96,7 +104,9 @@ class ForkServer:
 
     env: dict[str, str]
     start_s: float = 120.0
+    kind: str = "worker"  # "worker": forks become workers; "host": forks run pytest.main (the grader)
     _sock: socket.socket | None = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)  # batch grades in threads
     _popen: subprocess.Popen | None = field(default=None, repr=False)
     _home: tempfile.TemporaryDirectory | None = field(default=None, repr=False)
 
@@ -105,7 +115,7 @@ class ForkServer:
         self._home = tempfile.TemporaryDirectory(prefix="ag-forkserver-")
         try:
             self._popen = subprocess.Popen(
-                [sys.executable, "-I", "-m", "autograder.forkserver", str(theirs.fileno())],
+                [sys.executable, "-I", "-m", "autograder.forkserver", str(theirs.fileno()), self.kind],
                 pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL, cwd=self._home.name, env=self.env, start_new_session=True)
         finally:
@@ -125,26 +135,33 @@ class ForkServer:
         return self._sock is not None and self.pid is not None
 
     def _ask(self, message: dict, timeout: float, fds: list[int] = ()) -> dict:
-        if self._sock is None:
-            raise ForkServerError("the fork server is not running")
-        try:
-            self._sock.settimeout(max(timeout, 0.001))
-            socket.send_fds(self._sock, [json.dumps(message).encode()], list(fds))
-            data, _, _, _ = socket.recv_fds(self._sock, _MAX_MESSAGE, 0)
-            if not data:
-                raise ForkServerError("the fork server closed its socket")
-            reply = json.loads(data)
-        except (OSError, ValueError) as e:
+        with self._lock:  # one request at a time: replies carry no request id
+            sock = self._sock
+            if sock is None:
+                raise ForkServerError("the fork server is not running")
+            try:
+                sock.settimeout(max(timeout, 0.001))
+                socket.send_fds(sock, [json.dumps(message).encode()], list(fds))
+                data, _, _, _ = socket.recv_fds(sock, _MAX_MESSAGE, 0)
+                if not data:
+                    raise ForkServerError("the fork server closed its socket")
+                reply = json.loads(data)
+            except (OSError, ValueError) as e:
+                failed = e
+            else:
+                failed = None
+        if failed is not None:
             self.close()
-            raise ForkServerError(f"the fork server stopped answering ({e})") from None
+            raise ForkServerError(f"the fork server stopped answering ({failed})") from None
         if not isinstance(reply, dict) or "error" in reply:
             raise ForkServerError(f"the fork server refused {message.get('op')!r}: {reply!r}")
         return reply
 
     def spawn(self, args: list[str], env: dict[str, str], cwd: str, stdout_fd: int,
-              keep_fds: tuple[int, ...]) -> ForkedProcess:
-        """Fork a worker running ``autograder.worker.main(args)``; ``keep_fds`` keep their numbers
-        in the child (the pipes named in ``args``), ``stdout_fd`` becomes its stdout and stderr."""
+              keep_fds: tuple[int, ...] = ()) -> ForkedProcess:
+        """Fork a child running ``autograder.worker.main(args)`` (a host server: ``pytest.main(args)``);
+        ``keep_fds`` keep their numbers in the child (the pipes named in a worker's ``args``),
+        ``stdout_fd`` becomes its stdout and stderr."""
         reply = self._ask({"op": "spawn", "args": args, "env": env, "cwd": cwd, "keep": list(keep_fds)},
                           self.start_s, [stdout_fd, *keep_fds])
         return ForkedProcess(int(reply["pid"]), self)
@@ -203,6 +220,8 @@ def _exists(pid: int) -> bool:
 
 _SERVERS: dict[str, ForkServer] = {}
 _FAILED: set[str] = set()  # keys whose server did not start or died
+_START_LOCK = threading.Lock()  # batch grading starts host servers from several threads
+_MAX_HOST_SERVERS = 2  # host servers kept at once (one per environment), least recently used go
 
 
 def enabled() -> bool:
@@ -238,6 +257,37 @@ def server_for(env: dict[str, str], start_s: float = 120.0) -> ForkServer | None
     return server
 
 
+def host_server_for(env: dict[str, str], start_s: float = 120.0) -> ForkServer | None:
+    """The running host server for pytest processes started with exactly ``env``, started on first
+    use; None where it cannot be had (then the grader starts pytest the slow way)."""
+    if not enabled() or os.environ.get("AUTOGRADER_HOSTSERVER", "1") == "0":
+        return None
+    key = "host " + json.dumps(env, sort_keys=True)
+    with _START_LOCK:
+        if key in _FAILED:
+            return None
+        server = _SERVERS.pop(key, None)
+        if server is not None and server.alive():
+            _SERVERS[key] = server  # now the most recently used
+            return server
+        hosts = [k for k in _SERVERS if k.startswith("host ")]
+        for old in hosts[:max(0, len(hosts) - _MAX_HOST_SERVERS + 1)]:  # each holds torch in memory
+            _SERVERS.pop(old).close()
+        if server is None:
+            server = ForkServer(dict(env), start_s, kind="host")
+            try:
+                server.start()
+            except (ForkServerError, OSError):
+                pass
+        if not server.alive():
+            server.close()
+            _SERVERS.pop(key, None)
+            _FAILED.add(key)
+            return None
+        _SERVERS[key] = server
+        return server
+
+
 def server_pids() -> set[int]:
     """Process ids of the live fork servers (kept alive by the sweep for leftover processes)."""
     return {pid for s in _SERVERS.values() if (pid := s.pid) is not None}
@@ -254,8 +304,9 @@ def shutdown() -> None:
 # --------------------------------------------------------------------------- server side
 
 
-def _child(message: dict, fds: list[int]) -> None:
-    """In the forked child: become a fresh worker. Never returns."""
+def _child(message: dict, fds: list[int], kind: str = "worker") -> None:
+    """In the forked child: become a fresh worker (or, forked by a host server, run pytest). Never
+    returns."""
     try:
         stdout_fd, passed = fds[0], fds[1:]
         keep = [int(k) for k in message["keep"]]
@@ -266,7 +317,7 @@ def _child(message: dict, fds: list[int]) -> None:
         os.dup2(stdout_fd, 2)
         # The descriptors arrive under new numbers; the worker's arguments name the old ones. Moved
         # above all of those first, so that no dup2 below closes one that is still to be moved.
-        if not keep or len(keep) != len(passed) or min(keep) < 3:
+        if (not keep and kind == "worker") or len(keep) != len(passed) or (keep and min(keep) < 3):
             raise ValueError(f"bad descriptors to keep: {keep}")
         moved = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, max(keep) + 1) for fd in passed]
         for src, dst in zip(moved, keep):
@@ -289,6 +340,8 @@ def _child(message: dict, fds: list[int]) -> None:
         if "numpy" in sys.modules:  # imported with torch: each worker draws its own seed, as a new process does
             sys.modules["numpy"].random.seed()
         args = [str(a) for a in message["args"]]
+        if kind == "host":
+            _host_main(args)
         sys.argv = ["autograder.worker", *args]
         from autograder import worker
 
@@ -301,18 +354,65 @@ def _child(message: dict, fds: list[int]) -> None:
     os._exit(0)
 
 
+def _host_main(args: list[str]) -> None:
+    """In a fork of a host server: run the grading session as ``python -I -m pytest ARGS`` would,
+    exit handlers included (those registered by the server's imports are the ones a new pytest
+    process would have registered too). Never returns."""
+    import atexit as atexit_mod
+    import random
+
+    import pytest
+
+    random.seed()  # as a new process would
+    sys.argv = [os.path.join(os.path.dirname(pytest.__file__), "__main__.py"), *args]  # as `-m pytest` sets it
+    try:
+        code = pytest.main(args)
+        code = int(code) if isinstance(code, int) else 1
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    atexit_mod._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
+
+
 _COERCED_LOCALE = ""
 
 
-def serve(fd: int) -> None:
-    global _COERCED_LOCALE
-    _COERCED_LOCALE = os.environ.get("LC_CTYPE", "")  # the server is started without any LC_* or LANG
-    sock = socket.socket(fileno=fd)
-    sock.set_inheritable(False)
-    import torch  # noqa: F401 - the reason this process exists (never initialise CUDA here)
+def _preload(kind: str) -> None:
+    """What every fork would otherwise import first (never initialise CUDA here)."""
+    import torch  # noqa: F401 - the reason this process exists
 
     import autograder.sandbox  # noqa: F401
     import autograder.worker  # noqa: F401
+
+    if kind == "host":
+        import pytest  # noqa: F401
+        import pytest_timeout  # noqa: F401
+
+        import autograder.plugin  # noqa: F401
+
+        try:  # the flash suites import it in the grader; TRITON_INTERPRET is part of the server's key
+            import triton  # noqa: F401
+            import triton.language  # noqa: F401
+        except ImportError:
+            pass
+
+
+def serve(fd: int, kind: str = "worker") -> None:
+    global _COERCED_LOCALE
+    if kind not in ("worker", "host"):
+        raise SystemExit(f"unknown kind of fork server {kind!r}")
+    # Set by PEP 538's coercion when the server was started without LC_ALL, LC_CTYPE or LANG (a
+    # worker server always is); a child whose environment has none of them gets it back, as a new
+    # interpreter started with that environment would.
+    _COERCED_LOCALE = os.environ.get("LC_CTYPE", "")
+    sock = socket.socket(fileno=fd)
+    sock.set_inheritable(False)
+    _preload(kind)
 
     codes: dict[int, int] = {}
     children: set[int] = set()
@@ -345,7 +445,7 @@ def serve(fd: int) -> None:
                 pid = os.fork()
                 if pid == 0:
                     sock.close()
-                    _child(message, fds)
+                    _child(message, fds, kind)
                 children.add(pid)
                 reply = {"pid": pid}
             elif op == "wait":
@@ -371,4 +471,4 @@ def serve(fd: int) -> None:
 
 
 if __name__ == "__main__":
-    serve(int(sys.argv[1]))
+    serve(int(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else "worker")

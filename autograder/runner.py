@@ -3,12 +3,15 @@
 pytest runs in a child process with its root, ini file and plugins pinned (no conftest, ini or
 plugin can come from the submission, which is never on pytest's path). Whatever happens to that
 process (crash, kill, timeout), this process assembles results.json from the manifest and the
-records the plugin streamed.
+records the plugin streamed. That process is a fork of a host server (torch, pytest and the plugin
+imported once per grading process, see :mod:`autograder.forkserver`) where one can be had, which
+saves an interpreter start and ``import torch`` per submission in ``autograder batch``.
 """
 from __future__ import annotations
 
 import json
 import os
+import select
 import shutil
 import subprocess
 import sys
@@ -17,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Literal
 
+from . import forkserver
 from .config import Assignment
 from .manifest import ManifestEntry, read_manifest
 from .records import read_records
@@ -103,6 +107,83 @@ def _precheck(cfg: Assignment, root: Path) -> list[str]:
     return notes
 
 
+def run_pytest(cmd: list[str], cwd: str, env: dict[str, str], timeout: float, verbose: bool = False,
+               start_s: float = 120.0) -> tuple[int | None, str]:
+    """Run ``cmd`` (``python -I -m pytest ...``) in ``cwd`` with ``env``: (exit code, output), the
+    code None when it ran past ``timeout`` and was stopped with everything it started.
+
+    Quiet runs are forks of the host server for ``env`` where there is one; verbose runs, and
+    every run where no server can be had, start pytest as a new process.
+    """
+    server = None if verbose or cmd[1:4] != ["-I", "-m", "pytest"] else forkserver.host_server_for(env, start_s)
+    if server is not None:
+        read_fd, write_fd = os.pipe()
+        try:
+            proc = server.spawn(cmd[4:], env, cwd, write_fd)
+        except forkserver.ForkServerError:
+            proc = None
+        finally:
+            os.close(write_fd)
+        if proc is not None:
+            return _collect(proc, read_fd, timeout)
+        os.close(read_fd)
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                            stdout=None if verbose else subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        stdout, _ = proc.communicate(timeout=timeout)
+        return proc.returncode, stdout or ""
+    except subprocess.TimeoutExpired:
+        kill_tree(proc.pid)  # the workers and whatever they started go with it
+        stdout, _ = proc.communicate()
+        return None, stdout or ""
+    except BaseException:  # interrupted: nothing it started may outlive us
+        kill_tree(proc.pid)
+        raise
+
+
+def _collect(proc: forkserver.ForkedProcess, read_fd: int, timeout: float) -> tuple[int | None, str]:
+    """Read a forked pytest's output until it ends or ``timeout`` passes (then stop its tree)."""
+    deadline = time.monotonic() + timeout
+    chunks: list[bytes] = []
+    timed_out = False
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                timed_out = True
+                kill_tree(proc.pid)
+                break
+            if select.select([read_fd], [], [], min(left, 1.0))[0]:
+                data = os.read(read_fd, 1 << 16)
+                if not data:
+                    break  # every writer has closed it: pytest has ended
+                chunks.append(data)
+        while select.select([read_fd], [], [], 1.0)[0]:  # what it wrote before it was stopped
+            data = os.read(read_fd, 1 << 16)
+            if not data:
+                break
+            chunks.append(data)
+    except BaseException:
+        kill_tree(proc.pid)
+        raise
+    finally:
+        os.close(read_fd)
+    code = _exit_code(proc, 30.0)
+    if code is None:  # it closed its output and went on: stopped like one that timed out
+        kill_tree(proc.pid)
+        code = _exit_code(proc, 10.0)
+    text = b"".join(chunks).decode("utf-8", "replace")
+    return (None if timed_out else code), text
+
+
+def _exit_code(proc: forkserver.ForkedProcess, timeout: float) -> int | None:
+    """Its exit code once it has ended, polling (a blocking wait would hold the server for others)."""
+    end = time.monotonic() + timeout
+    while (code := proc.poll()) is None and time.monotonic() < end:
+        time.sleep(0.01)
+    return code
+
+
 def grade(cfg: Assignment, root: Path, out: Path | None = None, suite: Suite = "all",
           parts: list[str] | None = None, verbose: bool = False,
           time_limits: dict[str, float] | None = None, notes: list[str] | None = None,
@@ -170,19 +251,14 @@ def grade(cfg: Assignment, root: Path, out: Path | None = None, suite: Suite = "
                 *selection,
             ])
         if manifest and box is not None and not info.run_error:
-            proc = subprocess.Popen(cmd, cwd=tmp, env={**_env(), **(env or {})}, stdin=subprocess.DEVNULL,
-                                    stdout=None if verbose else subprocess.PIPE,
-                                    stderr=subprocess.STDOUT, text=True)
-            try:
-                stdout, _ = proc.communicate(timeout=cfg.time_limits.total_s)
-                if proc.returncode not in (0, 1):  # 1 = some tests failed
-                    tail = (stdout or "")[-2000:]
-                    info.run_error = f"the grader exited with code {proc.returncode}" + \
-                        (f"\n{tail}" if tail and proc.returncode not in (2, 5) else "")
-            except subprocess.TimeoutExpired:
-                kill_tree(proc.pid)  # the workers and whatever they started go with it
-                proc.communicate()
+            returncode, stdout = run_pytest(cmd, tmp, {**_env(), **(env or {})}, cfg.time_limits.total_s,
+                                            verbose, cfg.time_limits.start_s)
+            if returncode is None:
                 info.run_error = f"grading took longer than {cfg.time_limits.total_s:g} s and was stopped"
+            elif returncode not in (0, 1):  # 1 = some tests failed
+                tail = (stdout or "")[-2000:]
+                info.run_error = f"the grader exited with code {returncode}" + \
+                    (f"\n{tail}" if tail and returncode not in (2, 5) else "")
             records = read_records(rec_path)
             sandbox_path = rec_path.with_suffix(".sandbox.json")
             if sandbox_path.exists():

@@ -159,3 +159,105 @@ def test_bad_requests_do_not_stop_the_server(root):
         os.close(r)
         os.close(w)
     assert server._ask({"op": "ping"}, 10)["pong"] is True
+
+
+# --------------------------------------------------------------------------- host servers (the
+# grader's pytest process forked from a server that has imported torch, pytest and the plugin)
+
+HOST_TESTS = '''
+import os, sys, time
+
+def test_env_and_place():
+    assert os.environ["AG_HOST_MARK"] == "1" and "PYTEST_CURRENT_TEST" in os.environ
+    assert os.getcwd() == os.environ["AG_HOST_CWD"]
+    assert sys.argv[0].endswith("pytest/__main__.py")
+    print("HOST-PID", os.getpid(), "PARENT", os.getppid())
+
+def test_fails():
+    assert 1 == 2, "planted failure"
+'''
+
+
+def _pytest_env(tmp_path, **extra) -> dict:
+    from autograder.runner import _env
+
+    return {**_env(), "AG_HOST_MARK": "1", "AG_HOST_CWD": str(tmp_path), **extra}
+
+
+def _pytest_cmd(*args) -> list[str]:
+    import sys
+
+    return [sys.executable, "-I", "-m", "pytest", "-p", "no:cacheprovider", "-q", "-s", *args]
+
+
+def test_forked_pytest_runs_as_a_started_one(tmp_path):
+    from autograder.runner import run_pytest
+
+    (tmp_path / "test_host.py").write_text(HOST_TESTS)
+    env = _pytest_env(tmp_path)
+    outputs = {}
+    for switch in ("1", "0"):
+        os.environ["AUTOGRADER_HOSTSERVER"] = switch
+        try:
+            code, out = run_pytest(_pytest_cmd(str(tmp_path / "test_host.py")), str(tmp_path), env, 120)
+        finally:
+            del os.environ["AUTOGRADER_HOSTSERVER"]
+        assert code == 1 and "1 failed, 1 passed" in out and "planted failure" in out, out
+        outputs[switch] = out
+    server = forkserver._SERVERS.get("host " + __import__("json").dumps(env, sort_keys=True))
+    assert server is not None and server.alive()
+    parent = int(outputs["1"].split("PARENT ")[1].split()[0])
+    assert parent == server.pid, "the forked run is a child of the host server"
+    assert int(outputs["0"].split("PARENT ")[1].split()[0]) == os.getpid()  # the slow way
+
+
+def test_forked_pytest_past_its_time_is_stopped_with_its_children(tmp_path):
+    from autograder.runner import run_pytest
+
+    (tmp_path / "test_slow.py").write_text(
+        "import subprocess, time\n"
+        "def test_slow():\n"
+        "    p = subprocess.Popen(['sleep', '300'])\n"
+        "    open('child.pid', 'w').write(str(p.pid))\n"
+        "    print('started', flush=True)\n"
+        "    time.sleep(300)\n")
+    t0 = time.monotonic()
+    code, out = run_pytest(_pytest_cmd("test_slow.py"), str(tmp_path), _pytest_env(tmp_path), 6)
+    assert code is None and time.monotonic() - t0 < 40
+    child = int((tmp_path / "child.pid").read_text())
+    deadline = time.monotonic() + 10
+    while forkserver._exists(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not forkserver._exists(child), "what the run started must be stopped with it"
+
+
+def test_a_dead_host_server_means_pytest_starts_the_slow_way(tmp_path):
+    from autograder.runner import run_pytest
+
+    (tmp_path / "test_host.py").write_text(HOST_TESTS)
+    env = _pytest_env(tmp_path, AG_HOST_VARIANT="dead")
+    try:
+        server = forkserver.host_server_for(env, 120)
+        assert server is not None
+        os.kill(server.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while server.pid is not None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        code, out = run_pytest(_pytest_cmd("test_host.py"), str(tmp_path), env, 120)
+        assert code == 1 and "1 failed, 1 passed" in out, out
+        assert int(out.split("PARENT ")[1].split()[0]) == os.getpid()
+        assert forkserver.host_server_for(env, 120) is None  # not started again in this process
+    finally:
+        forkserver.shutdown()
+
+
+def test_host_servers_are_capped(tmp_path, monkeypatch):
+    monkeypatch.setattr(forkserver, "_MAX_HOST_SERVERS", 1)
+    try:
+        first = forkserver.host_server_for(_pytest_env(tmp_path, AG_HOST_VARIANT="a"), 120)
+        second = forkserver.host_server_for(_pytest_env(tmp_path, AG_HOST_VARIANT="b"), 120)
+        assert first is not None and second is not None and second.alive()
+        assert not first.alive()  # closed to make room: each holds torch in memory
+        assert sum(k.startswith("host ") for k in forkserver._SERVERS) == 1
+    finally:
+        forkserver.shutdown()
