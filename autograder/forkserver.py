@@ -236,25 +236,8 @@ def server_for(env: dict[str, str], start_s: float = 120.0) -> ForkServer | None
     server_env = {k: env[k] for k in _SERVER_ENV_KEYS if k in env}
     # (PYTHONHASHSEED is left out: `-I` ignores every PYTHON* variable, the worker's included.)
     server_env |= {"OMP_NUM_THREADS": env.get("OMP_NUM_THREADS", "1")}
-    key = json.dumps(server_env, sort_keys=True)
-    if key in _FAILED:
-        return None  # it failed once in this process: the slow, independent way from now on
-    server = _SERVERS.get(key)
-    if server is not None and server.alive():
-        return server
-    if server is None:
-        server = ForkServer(server_env, start_s)
-        try:
-            server.start()
-        except (ForkServerError, OSError):
-            pass
-    if not server.alive():
-        server.close()
-        _SERVERS.pop(key, None)
-        _FAILED.add(key)
-        return None
-    _SERVERS[key] = server
-    return server
+    key = "worker " + json.dumps(server_env, sort_keys=True)
+    return _running_or_started(key, lambda: ForkServer(server_env, start_s))
 
 
 def host_server_for(env: dict[str, str], start_s: float = 120.0) -> ForkServer | None:
@@ -263,25 +246,33 @@ def host_server_for(env: dict[str, str], start_s: float = 120.0) -> ForkServer |
     if not enabled() or os.environ.get("AUTOGRADER_HOSTSERVER", "1") == "0":
         return None
     key = "host " + json.dumps(env, sort_keys=True)
+    return _running_or_started(key, lambda: ForkServer(dict(env), start_s, kind="host"), keep=_MAX_HOST_SERVERS)
+
+
+def _running_or_started(key: str, make, keep: int | None = None) -> ForkServer | None:
+    """The live server under ``key``, else a new one from ``make()``; None once one failed under
+    that key in this process. ``keep``: at most that many servers of the key's kind stay alive
+    (the least recently used are closed)."""
     with _START_LOCK:
         if key in _FAILED:
-            return None
+            return None  # it failed once in this process: the slow, independent way from now on
         server = _SERVERS.pop(key, None)
         if server is not None and server.alive():
             _SERVERS[key] = server  # now the most recently used
             return server
-        hosts = [k for k in _SERVERS if k.startswith("host ")]
-        for old in hosts[:max(0, len(hosts) - _MAX_HOST_SERVERS + 1)]:  # each holds torch in memory
-            _SERVERS.pop(old).close()
+        if keep is not None:
+            kind = key.split(" ", 1)[0]
+            same = [k for k in _SERVERS if k.split(" ", 1)[0] == kind]
+            for old in same[:max(0, len(same) - keep + 1)]:  # each holds torch in memory
+                _SERVERS.pop(old).close()
         if server is None:
-            server = ForkServer(dict(env), start_s, kind="host")
+            server = make()
             try:
                 server.start()
             except (ForkServerError, OSError):
                 pass
         if not server.alive():
             server.close()
-            _SERVERS.pop(key, None)
             _FAILED.add(key)
             return None
         _SERVERS[key] = server
