@@ -69,7 +69,7 @@ def root(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def client(root):
-    c = WorkerClient(root, "pkg", Limits(call_s=3, import_s=3, start_s=60))
+    c = WorkerClient(root, "pkg", Limits(call_s=8, import_s=3, start_s=60))  # a first backward can take 3 s under load
     yield c
     c.close()
 
@@ -133,9 +133,9 @@ def test_crash_then_restart(client, fn, needle):
 
 def test_hang_times_out_and_restarts(client):
     t0 = time.monotonic()
-    with pytest.raises(WorkerTimeout, match="did not finish within 3 s"):
+    with pytest.raises(WorkerTimeout, match="did not finish within 8 s"):
         client.root_ref().mod.spin()
-    assert time.monotonic() - t0 < 10
+    assert time.monotonic() - t0 < 15
     assert client.root_ref().mod.add(1) == 2
 
 
