@@ -76,6 +76,11 @@ def _time_remote(call: Callable[[], None], repeats: int) -> float:
     return statistics.median(times)
 
 
+def dtype_name(dtype: str | None) -> str:
+    """The dtype a run uses: the one asked for, else float16 on a GPU and float32 on a CPU."""
+    return dtype or ("float16" if torch.cuda.is_available() else "float32")
+
+
 def check_options(sizes: list[int], *, batch: int, heads: int, head_dim: int, dtype: str | None) -> None:
     """Refuse, with the reason, what no kernel of the assignment is asked to run."""
     if not sizes or any(n < 1 for n in sizes):
@@ -104,7 +109,7 @@ def run(cfg: Assignment, submission: Path | None, sizes: list[int], *, batch: in
     if not cuda:
         os.environ.setdefault("TRITON_INTERPRET", "1")  # inherited by the workers
     device = "cuda" if cuda else "cpu"
-    torch_dtype = DTYPES[dtype] if dtype else (torch.float16 if cuda else torch.float32)
+    torch_dtype = DTYPES[dtype_name(dtype)]
     limits = Limits(call_s=call_s)
     clients = {"reference": WorkerClient(cfg.reference_root, cfg.package, limits=limits, label="the reference")}
     if submission is not None:

@@ -357,7 +357,7 @@ def bench_flash(
     png: Path = typer.Option(Path("bench/flash.png"), "--out", help="where to save the plot"),
 ) -> None:
     """Naive attention vs SDPA vs the reference kernel (vs a submission): time and TFLOP/s over N."""
-    from .bench_flash import check_options, default_sizes, plot, run
+    from .bench_flash import check_options, default_sizes, dtype_name, plot, run
 
     cfg = _load(assignment)
     try:
@@ -373,10 +373,7 @@ def bench_flash(
         rows, failures = run(cfg, submission, chosen, batch=batch, heads=heads, head_dim=head_dim, causal=causal,
                              backward=backward, dtype=dtype, call_s=call_limit,
                              progress=lambda what: status.update(f"Benchmarking {what} ..."))
-    import torch
-
-    shown = dtype or ("float16" if torch.cuda.is_available() else "float32")
-    table = Table(title=f"Attention, B={batch} H={heads} D={head_dim} causal={causal} {shown}")
+    table = Table(title=f"Attention, B={batch} H={heads} D={head_dim} causal={causal} {dtype_name(dtype)}")
     for col in ("impl", "N", "forward ms", "fwd+bwd ms", "forward TFLOP/s"):
         table.add_column(col, justify="left" if col == "impl" else "right")
     for r in rows:

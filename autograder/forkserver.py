@@ -349,7 +349,6 @@ def _host_main(args: list[str]) -> None:
     """In a fork of a host server: run the grading session as ``python -I -m pytest ARGS`` would,
     exit handlers included (those registered by the server's imports are the ones a new pytest
     process would have registered too). Never returns."""
-    import atexit as atexit_mod
     import random
 
     import pytest
@@ -361,7 +360,7 @@ def _host_main(args: list[str]) -> None:
         code = int(code) if isinstance(code, int) else 1
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else 1
-    atexit_mod._run_exitfuncs()
+    atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()

@@ -190,18 +190,15 @@ def _pytest_cmd(*args) -> list[str]:
     return [sys.executable, "-I", "-m", "pytest", "-p", "no:cacheprovider", "-q", "-s", *args]
 
 
-def test_forked_pytest_runs_as_a_started_one(tmp_path):
+def test_forked_pytest_runs_as_a_started_one(tmp_path, monkeypatch):
     from autograder.runner import run_pytest
 
     (tmp_path / "test_host.py").write_text(HOST_TESTS)
     env = _pytest_env(tmp_path)
     outputs = {}
     for switch in ("1", "0"):
-        os.environ["AUTOGRADER_HOSTSERVER"] = switch
-        try:
-            code, out = run_pytest(_pytest_cmd(str(tmp_path / "test_host.py")), str(tmp_path), env, 120)
-        finally:
-            del os.environ["AUTOGRADER_HOSTSERVER"]
+        monkeypatch.setenv("AUTOGRADER_HOSTSERVER", switch)
+        code, out = run_pytest(_pytest_cmd(str(tmp_path / "test_host.py")), str(tmp_path), env, 120)
         assert code == 1 and "1 failed, 1 passed" in out and "planted failure" in out, out
         outputs[switch] = out
     server = forkserver._SERVERS.get("host " + __import__("json").dumps(env, sort_keys=True))
