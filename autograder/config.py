@@ -58,6 +58,9 @@ class Performance(_Strict):
     full_ratio: float | None = Field(None, gt=0, description="partial credit: full points at or below")
     zero_ratio: float | None = Field(None, gt=0, description="partial credit: no points above")
     repeats: int = Field(7, ge=3)
+    attempts: int = Field(3, ge=1, le=10, description="measure again up to this many times while "
+                          "short of full credit (the best measurement counts): noise on a shared machine "
+                          "must not cost a correct solution its points")
 
     @model_validator(mode="after")
     def _one_rule(self) -> Performance:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import statistics
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 import torch
 
@@ -180,6 +180,30 @@ def time_alternating(a: TimedCall, b: TimedCall, *, repeats: int = 7, target_s: 
         for i in order:
             (timing.a_s if i == 0 else timing.b_s).append(run(i, inner))
     return timing, inner
+
+
+T = TypeVar("T")
+
+
+def best_measurement(measure: Callable[[], T], score: Callable[[T], float], attempts: int = 3) -> tuple[T, int]:
+    """Call ``measure()`` until ``score`` gives it full credit (1.0), at most ``attempts`` times:
+    (the best-scoring measurement, how many were taken).
+
+    Why: on a shared machine another process can slow one side of a comparison for a whole
+    measurement and push a correct solution past a threshold; measuring again costs only the
+    unlucky (or slow) submissions. A genuinely slow one (a Python loop over heads is about 5x)
+    stays slow in every attempt, so this never rescues it.
+    """
+    best, best_score, taken = None, -1.0, 0
+    for _ in range(max(1, attempts)):
+        result = measure()
+        taken += 1
+        value = score(result)
+        if taken == 1 or value > best_score:
+            best, best_score = result, value
+        if value >= 1.0:
+            break
+    return best, taken
 
 
 def time_interleaved(student_fn: Remote, student_client: WorkerClient, reference_fn: Remote,

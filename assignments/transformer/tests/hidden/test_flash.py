@@ -11,6 +11,7 @@ import torch
 from gradescope_utils.autograder_utils.decorators import leaderboard, partial_credit, weight
 
 from autograder.client import fetch, routine, store
+from autograder.testing import best_measurement
 from flash_helpers import (
     HEAD_DIMS, attention_flops, audited, check_forward, check_no_nxn, compare, compare_cuda_times, describe,
     device, forward_output, on_gpu, qkv, require_clean_source, run_attention, run_backward,
@@ -148,26 +149,33 @@ def test_gpu_speed_vs_reference(student, student_client, reference_client, assig
     b, h, n, d = PERF_SHAPE
     mine = fetch(student.flash.flash_attention)
     ref = fetch(reference_client.root_ref().flash.flash_attention)
-    ratios, lines, flops, graded_ms = [], [], 0.0, 0.0
+    inputs = []
     for causal in (False, True):
         q, k, v = _gpu_inputs(b, h, n, d, torch.float16, seed=7 + causal)
         what = f"flash_attention on {describe(b, h, n, d, torch.float16, causal)}"
         # speed only counts for a correct, clean kernel (checked on a slice of the rows)
         run_attention(student, student_client, q[:1, :2], k[:1, :2], v[:1, :2], is_causal=causal, what=what)
-        res = compare_cuda_times((student_client, mine, (q, k, v)), (reference_client, ref, (q, k, v)),
-                                 {"is_causal": causal}, rounds=perf.repeats, what=what)
-        ratios.append(res["ratio"])
-        flops += attention_flops(b, h, n, d, causal)
-        graded_ms += res["b_ms"] * res["ratio"]  # your time as graded: reference time x ratio
-        lines.append(f"causal={causal}: your kernel {res['a_ms']:.3f} ms, reference {res['b_ms']:.3f} ms, "
-                     f"ratio {res['ratio']:.2f} (reported {res['reported_ratio']:.2f}, "
-                     f"grader wall clock {res['wall_ratio']:.2f})")
-    ratio = math.exp(sum(math.log(r) for r in ratios) / len(ratios))
+        inputs.append((causal, (q, k, v), what))
+
+    def measure() -> tuple[float, list[str], float, float]:
+        ratios, lines, flops, graded_ms = [], [], 0.0, 0.0
+        for causal, tensors, what in inputs:
+            res = compare_cuda_times((student_client, mine, tensors), (reference_client, ref, tensors),
+                                     {"is_causal": causal}, rounds=perf.repeats, what=what)
+            ratios.append(res["ratio"])
+            flops += attention_flops(b, h, n, d, causal)
+            graded_ms += res["b_ms"] * res["ratio"]  # your time as graded: reference time x ratio
+            lines.append(f"causal={causal}: your kernel {res['a_ms']:.3f} ms, reference {res['b_ms']:.3f} ms, "
+                         f"ratio {res['ratio']:.2f} (reported {res['reported_ratio']:.2f}, "
+                         f"grader wall clock {res['wall_ratio']:.2f})")
+        return math.exp(sum(math.log(r) for r in ratios) / len(ratios)), lines, flops, graded_ms
+
+    (ratio, lines, flops, graded_ms), taken = best_measurement(measure, lambda m: perf.credit(m[0]), perf.attempts)
     credit = perf.credit(ratio)
     set_score(1.5 * credit)
     set_leaderboard_value(round(flops / (graded_ms * 1e-3) / 1e12, 2))
     print("\n".join(lines) + f"\ngeometric-mean ratio {ratio:.2f}: {credit:.0%} of the points "
-          f"(full at <= {perf.full_ratio:g}, none at >= {perf.zero_ratio:g})")
+          f"(full at <= {perf.full_ratio:g}, none at >= {perf.zero_ratio:g}; the best of {taken} measurements)")
 
 
 @pytest.mark.gpu

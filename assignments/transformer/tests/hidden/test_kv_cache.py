@@ -4,7 +4,8 @@ import torch
 from gradescope_utils.autograder_utils.decorators import weight
 
 from autograder.client import fetch
-from autograder.testing import TimedCall, assert_close, check_tensor, expect_student_error, time_alternating
+from autograder.testing import (TimedCall, assert_close, best_measurement, check_tensor, expect_student_error,
+                                time_alternating)
 from kv_cache_helpers import (LM_CONFIG, POSITIONAL, check_same_tokens, exact, generated, length, seeded_lm,
                               storage, tokens, update)
 from suite_helpers import randn
@@ -113,6 +114,9 @@ def test_cached_logits_match_full_forward(student, reference, assignment, positi
         length(cache, layer, seq.shape[1], f"after a {prefill}-token prefill and single-token steps through the model")
 
 
+SPEED_ATTEMPTS = 3  # measured again while failing: a loaded machine must not cost a correct cache its points
+
+
 @weight(2)
 def test_cached_decoding_faster(student, student_client, reference):
     """decoding with the cache beats recomputing, by more for longer outputs (flat cost per token)"""
@@ -126,19 +130,28 @@ def test_cached_decoding_faster(student, student_client, reference):
     if not torch.equal(generated(student, model, idx, long, True), generated(student, model, idx, long, False)):
         raise AssertionError("generate with use_cache=True gives other tokens than use_cache=False, so its speed "
                              "is not graded: fix cached decoding first.")
-    speedup, ms = {}, {}
-    for n in (short, long):
-        calls = [TimedCall(student.model.generate, student_client, [model, idx, n], {"use_cache": c})
-                 for c in (False, True)]
-        timing, inner = time_alternating(*calls, repeats=5)
-        speedup[n], ms[n] = timing.ratio, timing.per_call_ms(inner)
+
+    def measure() -> tuple[dict[int, float], dict[int, tuple[float, float]]]:
+        speedup, ms = {}, {}
+        for n in (short, long):
+            calls = [TimedCall(student.model.generate, student_client, [model, idx, n], {"use_cache": c})
+                     for c in (False, True)]
+            timing, inner = time_alternating(*calls, repeats=5)
+            speedup[n], ms[n] = timing.ratio, timing.per_call_ms(inner)
+        return speedup, ms
+
+    def passes(measured) -> float:
+        speedup = measured[0]
+        return float(speedup[long] >= 2.0 and speedup[long] > speedup[short])
+
+    (speedup, ms), taken = best_measurement(measure, passes, attempts=SPEED_ATTEMPTS)
     summary = "; ".join(f"{n} new tokens: {ms[n][1]:.1f} ms with the cache, {ms[n][0]:.1f} ms without "
                         f"(speedup {speedup[n]:.2f}x)" for n in (short, long))
-    if speedup[long] < 2.0 or speedup[long] <= speedup[short]:
+    if not passes((speedup, ms)):
         raise AssertionError(
             f"Cached decoding is not fast enough for a batch of {idx.shape[0]} prompts of {idx.shape[1]} tokens: "
-            f"{summary}. Expected a speedup of at least 2x at {long} new tokens, larger than at {short} (a cached "
-            "step costs about the same at any length, recomputing costs more and more). With the cache, each step "
-            "after the prefill must feed only the newest token through the model and attend over the stored "
-            "keys/values."
+            f"{summary} (it fell short in each of {taken} measurements; these are the first). Expected a speedup "
+            f"of at least 2x at {long} new tokens, larger than at {short} (a cached step costs about the same at "
+            "any length, recomputing costs more and more). With the cache, each step after the prefill must feed "
+            "only the newest token through the model and attend over the stored keys/values."
         )

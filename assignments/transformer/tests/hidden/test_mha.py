@@ -4,7 +4,7 @@ import torch
 from gradescope_utils.autograder_utils.decorators import weight
 
 from autograder.client import forward_backward
-from autograder.testing import assert_close, assert_equal, check_tensor, time_interleaved
+from autograder.testing import assert_close, assert_equal, best_measurement, check_tensor, time_interleaved
 from suite_helpers import mha_pair, randn, random_mask
 
 pytestmark = pytest.mark.part("mha")
@@ -119,11 +119,13 @@ def test_forward_speed(student, student_client, reference, reference_remote, ref
     timed_ref = reference_remote.mha.MultiHeadAttention(d, h)
     timed_ref.load_state_dict(ref.state_dict())
     timed_ref.eval()
-    timing, inner = time_interleaved(mine, student_client, timed_ref, reference_client, [x],
-                                     repeats=perf.repeats)
+    (timing, inner), taken = best_measurement(
+        lambda: time_interleaved(mine, student_client, timed_ref, reference_client, [x], repeats=perf.repeats),
+        lambda measured: perf.credit(measured[0].ratio), perf.attempts)
     if timing.ratio > perf.max_ratio:
         raise AssertionError(
             f"MultiHeadAttention({d}, {h}) forward on x of shape {(b, l, d)} is too slow: "
-            f"{timing.describe(inner)}; allowed ratio {perf.max_ratio:g}. Compute all heads in one batched "
+            f"{timing.describe(inner)} (the best of {taken} measurements); allowed ratio {perf.max_ratio:g}. "
+            "Compute all heads in one batched "
             "matmul (view/transpose to (B, H, L, D)) instead of looping over heads."
         )
