@@ -44,21 +44,10 @@ def _check_parts(cfg: config_mod.Assignment, parts: Optional[list[str]]) -> None
             raise typer.Exit(2)
 
 
-def _show(results: Results, title: str, failures: bool = True) -> None:
-    table = Table(title=title, show_lines=False)
-    for col in ("part", "score", "tests passed"):
-        table.add_column(col, justify="left" if col == "part" else "right")
-    parts = (results.extra_data or {}).get("parts", {})
-    for name, p in parts.items():
-        if p["tests"]:
-            table.add_row(name, f"{p['score']:g} / {p['max_score']:g}", f"{p['passed']} / {p['tests']}")
-    out.print(table)
-    failed = [t for t in results.tests or [] if t.status == "failed"] if failures else []
-    for t in failed:
-        first = (t.output or "").strip().splitlines()
-        out.print(f"[red]FAIL[/red] {escape(t.name or '')}" + (f"\n     {escape(first[0][:300])}" if first else ""))
-    total = sum(t.max_score or 0 for t in results.tests or [])
-    out.print(f"[bold]Total: {results.score:g} / {total:g}[/bold]  ({results.execution_time:g} s)")
+def _show(results: Results, cfg: config_mod.Assignment, title: str, **kwargs) -> tuple[float, float]:
+    from .report import show
+
+    return show(out, results, cfg, title, **kwargs)
 
 
 @app.command()
@@ -68,7 +57,7 @@ def grade(
     suite: str = typer.Option("all", help="all, public or hidden"),
     part: Optional[list[str]] = typer.Option(None, "--part", "-p", help="grade only these parts"),
     results_out: Optional[Path] = typer.Option(None, "--out", "-o", help="write results.json here"),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="show pytest's progress"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="show pytest's progress and whole messages"),
 ) -> None:
     """Grade ROOT with the assignment's suites and print a summary (results.json with --out)."""
     from .runner import grade as run_grade
@@ -80,7 +69,7 @@ def grade(
     _check_parts(cfg, part)
     with console.status(f"Grading {root} ..."):
         results = run_grade(cfg, root, results_out, suite=suite, parts=part or None, verbose=verbose)  # type: ignore[arg-type]
-    _show(results, f"{cfg.title}: {root}")
+    _show(results, cfg, f"{cfg.title}: {root}", verbose=verbose)
     if results_out:
         console.print(f"results written to {results_out}")
 
@@ -89,35 +78,62 @@ def grade(
 def selfcheck(
     root: Path = typer.Argument(Path("."), help="your implementation root (contains the package)"),
     assignment: Optional[Path] = AssignmentOpt,
+    part: Optional[list[str]] = typer.Option(None, "--part", "-p", help="check only these parts"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="whole messages and everything your code printed"),
+    results_out: Optional[Path] = typer.Option(None, "--out", "-o", help="also write results.json here"),
     make_zip: bool = typer.Option(False, "--zip", help="also write submission.zip for Gradescope"),
     zip_path: Path = typer.Option(Path("submission.zip"), "--zip-path", help="where --zip writes"),
 ) -> None:
-    """Run the public tests on your code and predict your grade from them."""
+    """Run the public tests on what you would submit and predict your grade from them.
+
+    Exit status: 0 when every public test passes, 1 when some fail, 2 for a usage error.
+    """
+    import tempfile
+
     from .build import write_submission_zip
     from .runner import grade as run_grade
+    from .submission import copy_submission
 
     cfg = _load(assignment, near=root)
-    with console.status("Running the public tests ..."):
-        results = run_grade(cfg, root, None, suite="public")
-    _show(results, "Public tests")
-    parts = (results.extra_data or {}).get("parts", {})
-    predicted = 0.0
-    table = Table(title="Predicted grade (public pass rate x part points; hidden tests decide)")
-    table.add_column("part")
-    table.add_column("predicted", justify="right")
-    for p in cfg.parts:
-        info = parts.get(p.name)
-        if not info or not info["max_score"]:
-            continue
-        share = info["score"] / info["max_score"]
-        predicted += share * p.points
-        table.add_row(p.name, f"{share * p.points:.1f} / {p.points:g}")
-    out.print(table)
-    out.print(f"[bold]Predicted total: {predicted:.1f} / {sum(p.points for p in cfg.parts):g}[/bold]")
+    _check_parts(cfg, part)
+    root = root.resolve()
+    if not (root / cfg.package).is_dir():
+        inside = root.name == cfg.package or (root.parent / cfg.package).is_dir()
+        console.print(f"[red]error:[/red] there is no {cfg.package}/ folder in {root}"
+                      + (f"; run selfcheck from the folder that contains {cfg.package}/ (or pass it: "
+                         f"autograder selfcheck {root.parent})" if inside else
+                         "; pass the folder that contains it: autograder selfcheck PATH"))
+        raise typer.Exit(2)
+    extra = sorted(str(f.relative_to(root)) for f in (root / cfg.package).rglob("*.py")
+                   if str(f.relative_to(root)) not in {*cfg.submission_files, f"{cfg.package}/__init__.py"}
+                   and "__pycache__" not in f.parts)
+    with tempfile.TemporaryDirectory(prefix="ag-selfcheck-") as tmp:
+        # Exactly what Gradescope will grade: the submission files, copied as the grader copies them.
+        staged = Path(tmp) / "submission"
+        report = copy_submission(root, staged, cfg)
+        notes = list(report.notes)
+        if extra:
+            notes.append(f"Not submitted, so not graded (here or on Gradescope): {', '.join(extra)}. Only these "
+                         f"files are: {', '.join(cfg.submission_files)}; move code you need into them.")
+        label = f"the public tests of {', '.join(part)}" if part else "the public tests"
+        with console.status(f"Running {label} ..."):
+            results = run_grade(cfg, staged, results_out, suite="public", parts=part or None, notes=notes)
+    predicted, predicted_bonus = _show(results, cfg, "Public tests", verbose=verbose, predicted=True)
+    graded = [p for p in cfg.parts if not part or p.name in part]
+    regular = sum(p.points for p in graded if not p.bonus)
+    bonus = sum(p.points for p in graded if p.bonus)
+    out.print(f"\n[bold]Predicted grade: {predicted:.1f} / {regular:g}[/bold]"
+              + (f" + {predicted_bonus:.1f} / {bonus:g} bonus" if bonus else "")
+              + f"  [dim](public pass rate x part points; the hidden tests decide. {results.execution_time:g} s)[/dim]")
+    if results_out:
+        console.print(f"results written to {results_out}")
     if make_zip:
         files = write_submission_zip(cfg, root, zip_path)
         missing = sorted(set(cfg.submission_files) - set(files))
         out.print(f"wrote {zip_path} with {len(files)} files" + (f"; missing: {', '.join(missing)}" if missing else ""))
+    failed = [t for t in results.tests or [] if t.status == "failed"]
+    if failed:
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -296,13 +312,13 @@ def verify(
     _check_parts(cfg, part)
     with console.status("Grading the reference ..."):
         ref = run_grade(cfg, cfg.reference_root, parts=part or None)
-    _show(ref, "Reference")
+    _show(ref, cfg, "Reference")
     for t in ref.tests or []:
         if (t.score or 0) < (t.max_score or 0):
             problems.append(f"reference loses points on {t.name}: {(t.output or '').strip()[:200]}")
     with console.status("Grading the student template ..."):
         tpl = run_grade(cfg, cfg.template_root, parts=part or None)
-    _show(tpl, "Student template", failures=False)
+    _show(tpl, cfg, "Student template", failures=False)
     if (tpl.score or 0) > 0:
         problems.append(f"the template scores {tpl.score:g} > 0")
     if len(tpl.tests or []) != len([e for e in entries if not part or e.part in part]):

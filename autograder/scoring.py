@@ -13,6 +13,7 @@ from .records import TestRecord
 from .results import LeaderboardEntry, Results, TestCase
 
 MAX_TEST_OUTPUT = 8_000
+_INCOMPLETE = "The grading run did not complete:"
 
 
 @dataclass
@@ -115,8 +116,9 @@ def assemble(cfg: Assignment, manifest: list[ManifestEntry], records: dict[str, 
         tests=tests,
         leaderboard=leaderboard or None,
         extra_data={"parts": {p.name: {"score": round(p.score, 4), "max_score": p.max_score,
-                                       "passed": p.passed, "tests": p.total}
+                                       "passed": p.passed, "tests": p.total, "bonus": p.bonus}
                               for p in parts.values()},
+                    "notes": run_notes(info, gpu_excluded),
                     **({"sandbox": info.sandbox} if info.sandbox else {})},
     )
 
@@ -129,14 +131,22 @@ def summary_text(parts: list[PartSummary], info: RunInfo, gpu_excluded: int) -> 
         bonus = " (bonus)" if p.bonus else ""
         lines.append(f"| {p.title}{bonus} | {p.score:g} / {p.max_score:g} | {p.passed} / {p.total} |")
     out = "\n".join(lines)
+    notes = run_notes(info, gpu_excluded)
+    if info.run_error:  # in bold on Gradescope
+        notes[0] = notes[0].replace(_INCOMPLETE, f"**{_INCOMPLETE}**", 1)
+    if notes:
+        out += "\n\n" + "\n".join(f"- {n}" for n in notes)
+    return out
+
+
+def run_notes(info: RunInfo, gpu_excluded: int) -> list[str]:
+    """What the student must know about the run as a whole, most important first."""
     notes = list(info.notes)
     if info.run_error:
-        notes.insert(0, f"**The grading run did not complete:** {info.run_error}")
+        notes.insert(0, f"{_INCOMPLETE} {info.run_error}")
     if info.collect_errors:
         notes.append(f"{len(info.collect_errors)} test module(s) failed to load on the grader; "
                      "their tests are listed with 0 points.")
     if gpu_excluded:
         notes.append(f"{gpu_excluded} GPU-only test(s) were not run on this machine and are left out of the total.")
-    if notes:
-        out += "\n\n" + "\n".join(f"- {n}" for n in notes)
-    return out
+    return notes

@@ -31,8 +31,39 @@ def test_grade_rejects_unknown_part(cfg):
 def test_selfcheck_on_the_template(cfg):
     # (selfcheck of a full solution runs in test_build, from the unzipped student kit)
     res = runner.invoke(app, ["selfcheck", str(cfg.template_root)])
+    assert res.exit_code == 1, res.output  # public tests fail
+    regular = sum(p.points for p in cfg.parts if not p.bonus)
+    bonus = sum(p.points for p in cfg.parts if p.bonus)
+    assert f"Predicted grade: 0.0 / {regular:g} + 0.0 / {bonus:g} bonus" in res.output
+    # One line per stub, not one failure per test that reaches it; the written answers in one line.
+    assert "TODO softmax (transformer_lab/attention.py, line" in res.output
+    assert "answers still hold the placeholder: Q1, Q2" in res.output
+    assert "NotImplementedError" not in res.output
+    assert len(res.output.splitlines()) < 120
+
+
+def test_selfcheck_grades_what_would_be_submitted(cfg, tmp_path):
+    import shutil
+
+    root = tmp_path / "mine"
+    shutil.copytree(cfg.reference_root / cfg.package, root / cfg.package)
+    (root / cfg.package / "helpers.py").write_text("SCALE = 1.0\n")
+    attention = root / cfg.package / "attention.py"
+    attention.write_text(attention.read_text() + "\nfrom .helpers import SCALE  # noqa: E402 - not a submitted file\n")
+    res = runner.invoke(app, ["selfcheck", str(root), "--part", "attention"])
+    assert res.exit_code == 1, res.output
+    assert "Not submitted, so not graded" in res.output and "transformer_lab/helpers.py" in res.output
+    assert "No module named 'transformer_lab.helpers'" in res.output
+    assert "Predicted grade: 0.0 / 20" in res.output
+
+
+def test_selfcheck_passes_and_explains_a_wrong_folder(cfg):
+    res = runner.invoke(app, ["selfcheck", str(cfg.reference_root), "-p", "attention"])
     assert res.exit_code == 0, res.output
-    assert f"Predicted total: 0.0 / {sum(p.points for p in cfg.parts):g}" in res.output
+    assert "Predicted grade: 20.0 / 20" in res.output
+    res = runner.invoke(app, ["selfcheck", str(cfg.reference_root / cfg.package)])
+    assert res.exit_code == 2
+    assert f"run selfcheck from the folder that contains {cfg.package}/" in " ".join(res.output.split())
 
 
 def test_verify(cfg):

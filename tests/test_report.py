@@ -1,0 +1,59 @@
+"""The console report: failures grouped so that a student reads what to do first (no grading runs here)."""
+from __future__ import annotations
+
+from rich.console import Console
+
+from autograder.report import MESSAGE_LINES, failure_text, relative_paths, show, sort_failures
+from autograder.results import Results
+from autograder.results import TestCase as Case
+
+STUB = ("Your code raised NotImplementedError in transformer_lab.attention.softmax(...): softmax: Subtract the max.\n"
+        '  File "/tmp/ag-code-x1/transformer_lab/attention.py", line 16, in softmax\n'
+        "    raise NotImplementedError('softmax: Subtract the max.')")
+KERNEL_STUB = "Your code raised InterpreterError in flash_attention: NotImplementedError('_attn_fwd: Load q.')"
+
+
+def case(part: str, output: str, status: str = "failed", name: str = "a test") -> Case:
+    return Case(name=name, status=status, score=0, max_score=1, output=output, extra_data={"part": part})
+
+
+def test_stubs_are_one_line_each_with_where_they_are():
+    groups = sort_failures([case("attention", STUB), case("attention", STUB), case("flash", KERNEL_STUB),
+                            case("attention", STUB, status="passed")], "transformer_lab")
+    assert groups["attention"].stubs == {"softmax": ("transformer_lab/attention.py, line 16", 2)}
+    assert groups["flash"].stubs == {"_attn_fwd": ("", 1)}
+    assert not groups["attention"].others
+
+
+def test_placeholder_answers_are_collected_and_real_failures_kept():
+    placeholder = "Q3 (q03: Why scale?): the answer cell (cell 9) still holds only the placeholder line; replace it."
+    challenge = "Challenge 2 (c2: Memory): the answer cell (cell 59) still holds only the placeholder line."
+    groups = sort_failures([case("written", placeholder), case("written", challenge),
+                            case("written", "Q4 (q04): the answer is empty.")], "transformer_lab")
+    assert groups["written"].unanswered == ["Q3", "Challenge 2"]
+    assert [t.output for t in groups["written"].others] == ["Q4 (q04): the answer is empty."]
+
+
+def test_paths_are_relative_to_the_submission_and_long_messages_are_cut():
+    assert relative_paths(STUB, "transformer_lab").splitlines()[1] == \
+        '  File "transformer_lab/attention.py", line 16, in softmax'
+    elsewhere = '  File "/usr/lib/python3.11/site-packages/torch/functional.py", line 3, in f'
+    assert relative_paths(elsewhere, "transformer_lab") == elsewhere
+    long = "\n".join(f"line {i}" for i in range(30)) + "\n--- output of your code ---\n" + \
+        "\n".join(f"printed {i}" for i in range(10))
+    short = failure_text(case("mha", long), "transformer_lab", verbose=False).splitlines()
+    assert short[MESSAGE_LINES - 1] == f"line {MESSAGE_LINES - 1}" and "more lines" in short[MESSAGE_LINES]
+    assert "your code printed:" in short and "  printed 0" in short and "  printed 9" not in short
+    whole = failure_text(case("mha", long), "transformer_lab", verbose=True).splitlines()
+    assert "line 29" in whole and "  printed 9" in whole
+
+
+def test_report_orders_parts_and_labels_the_bonus(cfg):
+    tests = [case("mha", "wrong shape", name="mha: shapes"), case("attention", STUB, name="attention: softmax")]
+    parts = {p.name: {"score": 0, "max_score": 1, "passed": 0, "tests": 1, "bonus": p.bonus} for p in cfg.parts}
+    results = Results(score=0, execution_time=1.0, tests=tests, extra_data={"parts": parts, "notes": ["a note"]})
+    console = Console(record=True, width=200)
+    show(console, results, cfg, "Public tests", predicted=True)
+    text = console.export_text()
+    assert text.index("(attention)") < text.index("(mha)")  # the assignment's order, not alphabetical
+    assert "flash_backward (bonus)" in text and "note: a note" in text and "FAIL mha: shapes" in text
