@@ -94,6 +94,11 @@ class Assignment(_Strict):
         description="GPU-only tests on a machine without a GPU: left out of the total, or 0 with the reason",
     )
     worker_threads: int = Field(1, ge=0)
+    hidden_visibility: Literal["visible", "hidden", "after_due_date", "after_published"] = Field(
+        "after_due_date",
+        description="Gradescope visibility of the hidden suite's tests (those without their own @visibility); "
+                    "the summary students see then counts only the tests they can see",
+    )
     parts: list[Part]
     time_limits: TimeLimits = Field(default_factory=TimeLimits)
     sandbox: SandboxLimits = Field(default_factory=SandboxLimits)

@@ -58,6 +58,8 @@ def _why_missing(entry: ManifestEntry, info: RunInfo) -> str:
 def assemble(cfg: Assignment, manifest: list[ManifestEntry], records: dict[str, TestRecord],
              info: RunInfo) -> Results:
     parts = {p.name: PartSummary(p.name, p.title, bonus=p.bonus) for p in cfg.parts}
+    shown = {p.name: PartSummary(p.name, p.title, bonus=p.bonus) for p in cfg.parts}  # what students see now
+    unseen = [0, 0.0]  # tests and points students see later (or never)
     tests: list[TestCase] = []
     leaderboard: list[LeaderboardEntry] = []
     gpu_excluded = 0
@@ -85,18 +87,25 @@ def assemble(cfg: Assignment, manifest: list[ManifestEntry], records: dict[str, 
             if rec.leaderboard:
                 leaderboard.append(LeaderboardEntry.model_validate(rec.leaderboard))
         excluded = rec is not None and rec.gpu_missing and cfg.gpu_policy == "exclude"
-        summary = parts.get(entry.part)
-        if summary is not None and not excluded:
-            summary.score += score
-            summary.max_score += max_score
-            summary.total += 1
-            summary.passed += status == "passed"
+        visibility = entry.visibility
+        if entry.suite == "hidden" and visibility == "visible":
+            visibility = cfg.hidden_visibility
+        for table in (parts, shown) if visibility == "visible" else (parts,):
+            summary = table.get(entry.part)
+            if summary is not None and not excluded:
+                summary.score += score
+                summary.max_score += max_score
+                summary.total += 1
+                summary.passed += status == "passed"
+        if visibility != "visible" and not excluded:
+            unseen[0] += 1
+            unseen[1] += max_score
         if entry.part in bonus_parts:
             max_score = 0.0  # bonus: points add to the score but not to the maximum
         tests.append(TestCase(
             name=entry.name, number=entry.number, score=round(score, 4), max_score=max_score,
             status=None if excluded else status, output=_clip(output) or None, tags=entry.tags,
-            visibility=entry.visibility, extra_data={"part": entry.part, "suite": entry.suite},
+            visibility=visibility, extra_data={"part": entry.part, "suite": entry.suite},
         ))
     stray = [r for n, r in records.items() if n not in seen]
     for rec in stray:  # collected but missing from a stale manifest: still shown, never dropped
@@ -108,7 +117,8 @@ def assemble(cfg: Assignment, manifest: list[ManifestEntry], records: dict[str, 
     return Results(
         score=total,
         execution_time=round(info.execution_time, 2),
-        output=summary_text(list(parts.values()), info, gpu_excluded),
+        output=summary_text(list(shown.values()), info, gpu_excluded, unseen=(unseen[0], unseen[1]),
+                            when=cfg.hidden_visibility),
         output_format="md",
         test_output_format="text",
         visibility="visible",
@@ -123,7 +133,14 @@ def assemble(cfg: Assignment, manifest: list[ManifestEntry], records: dict[str, 
     )
 
 
-def summary_text(parts: list[PartSummary], info: RunInfo, gpu_excluded: int) -> str:
+_WHEN = {"after_due_date": "after the due date", "after_published": "once grades are published",
+         "hidden": "to the course staff only", "visible": "now"}
+
+
+def summary_text(parts: list[PartSummary], info: RunInfo, gpu_excluded: int,
+                 unseen: tuple[int, float] = (0, 0.0), when: str = "after_due_date") -> str:
+    """The top-level output students see: per part, the tests they can see now (``unseen``: the
+    number and points of the others, shown ``when``)."""
     lines = ["| part | score | tests passed |", "|---|---:|---:|"]
     for p in parts:
         if p.total == 0:
@@ -132,6 +149,9 @@ def summary_text(parts: list[PartSummary], info: RunInfo, gpu_excluded: int) -> 
         lines.append(f"| {p.title}{bonus} | {p.score:g} / {p.max_score:g} | {p.passed} / {p.total} |")
     out = "\n".join(lines)
     notes = run_notes(info, gpu_excluded)
+    if unseen[0]:
+        notes.append(f"{unseen[0]} more test(s) worth {unseen[1]:g} points are graded too; their results are "
+                     f"shown {_WHEN.get(when, when)} (this table counts only the tests shown now).")
     if info.run_error:  # in bold on Gradescope
         notes[0] = notes[0].replace(_INCOMPLETE, f"**{_INCOMPLETE}**", 1)
     if notes:

@@ -239,3 +239,16 @@ def test_bad_config_is_a_clear_error(tmp_path):
                                               'template = "t"\nparts = []\nbogus = 1\n')
     with pytest.raises(config_mod.ConfigError, match="bogus"):
         config_mod.load(tmp_path)
+
+
+def test_hidden_suite_is_shown_after_the_due_date(toy):
+    _, res, raw = toy
+    t = by_name(res)
+    assert t["one"].visibility == t["two"].visibility == "after_due_date"  # hidden suite, default setting
+    assert t["f adds one"].visibility == "visible"  # public suite: shown at once
+    # The summary students see now counts only what they can see, and says what is graded later.
+    assert "| Beta |" not in raw["output"] and "| Alpha |" in raw["output"]
+    later = [x for x in res.tests if x.visibility != "visible" and x.max_score]  # hidden suite + "meta"
+    assert len(later) >= 3
+    assert f"{len(later)} more test(s) worth {sum(x.max_score for x in later):g} points are graded too" in raw["output"]
+    assert res.extra_data["parts"]["beta"]["tests"] == 2  # the instructor's figures are whole
