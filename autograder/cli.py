@@ -52,23 +52,53 @@ def _show(results: Results, cfg: config_mod.Assignment, title: str, **kwargs) ->
 
 @app.command()
 def grade(
-    root: Path = typer.Argument(..., help="implementation root: a directory containing the package"),
+    root: Path = typer.Argument(..., help="a submission as uploaded (a folder or a .zip) or an implementation root"),
     assignment: Optional[Path] = AssignmentOpt,
     suite: str = typer.Option("all", help="all, public or hidden"),
     part: Optional[list[str]] = typer.Option(None, "--part", "-p", help="grade only these parts"),
-    results_out: Optional[Path] = typer.Option(None, "--out", "-o", help="write results.json here"),
+    results_out: Optional[Path] = typer.Option(None, "--out", "-o", help="write results.json here (a file or a folder)"),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="show pytest's progress and whole messages"),
 ) -> None:
-    """Grade ROOT with the assignment's suites and print a summary (results.json with --out)."""
+    """Grade ROOT as Gradescope would and print a summary (results.json with --out).
+
+    ROOT is taken as Gradescope takes an upload: a zip is unpacked, and the submission files are
+    found by path or by name anywhere inside (a nested folder, loose files), so a submission
+    downloaded from Gradescope gets the grade it got there.
+    """
+    import tempfile
+    import zipfile
+
+    from .batch import ExportError, safe_extract
     from .runner import grade as run_grade
+    from .submission import copy_submission
 
     cfg = _load(assignment)
     if suite not in ("all", "public", "hidden"):
         console.print("[red]error:[/red] --suite must be all, public or hidden")
         raise typer.Exit(2)
     _check_parts(cfg, part)
-    with console.status(f"Grading {root} ..."):
-        results = run_grade(cfg, root, results_out, suite=suite, parts=part or None, verbose=verbose)  # type: ignore[arg-type]
+    if not root.exists():
+        console.print(f"[red]error:[/red] {root} does not exist")
+        raise typer.Exit(2)
+    if root.is_file() and not zipfile.is_zipfile(root):
+        console.print(f"[red]error:[/red] {root} is neither a folder nor a zip file")
+        raise typer.Exit(2)
+    if results_out is not None and results_out.is_dir():
+        results_out = results_out / "results.json"
+    with tempfile.TemporaryDirectory(prefix="ag-grade-") as tmp:
+        upload = root
+        if root.is_file():
+            upload = Path(tmp) / "upload"
+            try:
+                safe_extract(root, upload)
+            except (ExportError, zipfile.BadZipFile, OSError) as e:
+                console.print(f"[red]error:[/red] cannot unpack {root}: {e}")
+                raise typer.Exit(2) from None
+        staged = Path(tmp) / "submission"
+        report = copy_submission(upload, staged, cfg)
+        with console.status(f"Grading {root} ..."):
+            results = run_grade(cfg, staged, results_out, suite=suite, parts=part or None,  # type: ignore[arg-type]
+                                verbose=verbose, notes=report.notes)
     _show(results, cfg, f"{cfg.title}: {root}", verbose=verbose)
     if results_out:
         console.print(f"results written to {results_out}")

@@ -150,6 +150,6 @@ def show(out: Console, results: Results, cfg: Assignment, title: str, *, verbose
         extra = sum(parts.get(p.name, {}).get("max_score", 0) for p in cfg.parts if p.bonus)
         maximum = sum(t.max_score or 0 for t in results.tests or [])
         out.print(f"\n[bold]Total: {results.score:g} / {maximum:g}[/bold]"
-                  + (f" (bonus included; up to {extra:g} bonus points on top)" if extra else "")
+                  + (f" (+ up to {extra:g} bonus points, counted in the score)" if extra else "")
                   + f"  ({results.execution_time:g} s)")
     return regular, bonus

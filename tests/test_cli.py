@@ -23,6 +23,33 @@ def test_grade_writes_results(tmp_path, cfg):
     assert "Total: 12 / 12" in res.output
 
 
+def test_grade_takes_an_upload_as_gradescope_does(tmp_path, cfg):
+    import zipfile
+
+    upload = tmp_path / "upload.zip"  # a zip of a nested folder, as students upload them
+    with zipfile.ZipFile(upload, "w") as zf:
+        for f in (cfg.reference_root / cfg.package).glob("*.py"):
+            zf.write(f, f"my_homework/{cfg.package}/{f.name}")
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    res = runner.invoke(app, ["grade", str(upload), "-p", "attention", "--suite", "public", "--out", str(out_dir)])
+    assert res.exit_code == 0, res.output
+    assert json.loads((out_dir / "results.json").read_text())["score"] == 12  # --out a folder: results.json in it
+    assert list(out_dir.iterdir()) == [out_dir / "results.json"]
+
+
+@pytest.mark.parametrize("kind", ["missing", "not_a_zip", "bad_zip"])
+def test_grade_rejects_what_is_not_a_submission(tmp_path, kind):
+    path = tmp_path / ("nothing" if kind == "missing" else "upload.zip")
+    if kind == "not_a_zip":
+        path.write_text("print('hi')\n")
+    elif kind == "bad_zip":
+        path.write_bytes(b"PK\x03\x04" + b"garbage" * 10)
+    res = runner.invoke(app, ["grade", str(path)])
+    assert res.exit_code == 2, res.output
+    assert "error:" in res.output and "Traceback" not in res.output
+
+
 def test_grade_rejects_unknown_part(cfg):
     res = runner.invoke(app, ["grade", str(cfg.reference_root), "--part", "nope"])
     assert res.exit_code == 2 and "unknown part" in res.output
