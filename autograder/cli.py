@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Iterator, Optional
 
 import typer
 from rich.console import Console
@@ -42,6 +43,17 @@ def _check_parts(cfg: config_mod.Assignment, parts: Optional[list[str]]) -> None
         if p not in cfg.part_names:
             console.print(f"[red]error:[/red] unknown part {p!r} (parts: {', '.join(cfg.part_names)})")
             raise typer.Exit(2)
+
+
+@contextmanager
+def _grading(label: str) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar on stderr for a grading run; yields the ``progress`` callback for it."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("tests"), TimeElapsedColumn(), console=console, transient=True) as bar:
+        task = bar.add_task(label, total=None)
+        yield lambda done, total: bar.update(task, completed=done, total=total)
 
 
 def _show(results: Results, cfg: config_mod.Assignment, title: str, **kwargs) -> tuple[float, float]:
@@ -96,9 +108,9 @@ def grade(
                 raise typer.Exit(2) from None
         staged = Path(tmp) / "submission"
         report = copy_submission(upload, staged, cfg)
-        with console.status(f"Grading {root} ..."):
+        with _grading(f"Grading {root}") as progress:
             results = run_grade(cfg, staged, results_out, suite=suite, parts=part or None,  # type: ignore[arg-type]
-                                verbose=verbose, notes=report.notes)
+                                verbose=verbose, notes=report.notes, progress=None if verbose else progress)
     _show(results, cfg, f"{cfg.title}: {root}", verbose=verbose)
     if results_out:
         console.print(f"results written to {results_out}")
@@ -146,8 +158,9 @@ def selfcheck(
             notes.append(f"Not submitted, so not graded (here or on Gradescope): {', '.join(extra)}. Only these "
                          f"files are: {', '.join(cfg.submission_files)}; move code you need into them.")
         label = f"the public tests of {', '.join(part)}" if part else "the public tests"
-        with console.status(f"Running {label} ..."):
-            results = run_grade(cfg, staged, results_out, suite="public", parts=part or None, notes=notes)
+        with _grading(f"Running {label}") as progress:
+            results = run_grade(cfg, staged, results_out, suite="public", parts=part or None, notes=notes,
+                                progress=progress)
     predicted, predicted_bonus = _show(results, cfg, "Public tests", verbose=verbose, predicted=True)
     graded = [p for p in cfg.parts if not part or p.name in part]
     regular = sum(p.points for p in graded if not p.bonus)
@@ -340,14 +353,14 @@ def verify(
         if p.name in totals and abs(totals[p.name] - p.points) > 1e-9:
             problems.append(f"part {p.name}: tests add up to {totals[p.name]:g}, assignment.toml says {p.points:g}")
     _check_parts(cfg, part)
-    with console.status("Grading the reference ..."):
-        ref = run_grade(cfg, cfg.reference_root, parts=part or None)
+    with _grading("Grading the reference") as progress:
+        ref = run_grade(cfg, cfg.reference_root, parts=part or None, progress=progress)
     _show(ref, cfg, "Reference")
     for t in ref.tests or []:
         if (t.score or 0) < (t.max_score or 0):
             problems.append(f"reference loses points on {t.name}: {(t.output or '').strip()[:200]}")
-    with console.status("Grading the student template ..."):
-        tpl = run_grade(cfg, cfg.template_root, parts=part or None)
+    with _grading("Grading the student template") as progress:
+        tpl = run_grade(cfg, cfg.template_root, parts=part or None, progress=progress)
     _show(tpl, cfg, "Student template", failures=False)
     if (tpl.score or 0) > 0:
         problems.append(f"the template scores {tpl.score:g} > 0")

@@ -9,6 +9,7 @@ saves an interpreter start and ``import torch`` per submission in ``autograder b
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -16,9 +17,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
-from typing import Literal
+from typing import Callable, Literal
 
 from . import forkserver
 from .config import Assignment
@@ -184,11 +186,44 @@ def _exit_code(proc: forkserver.ForkedProcess, timeout: float) -> int | None:
     return code
 
 
+class _Progress:
+    """Reports how many tests have finished while pytest runs, from the records file it appends to."""
+
+    def __init__(self, path: Path, total: int, report: Callable[[int, int], None], every_s: float = 0.5):
+        self._path, self._total, self._report, self._every = path, total, report, every_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="ag-progress", daemon=True)
+
+    def _count(self) -> int:
+        try:
+            with open(self._path, "rb") as f:
+                return f.read().count(b"\n")
+        except OSError:
+            return 0
+
+    def _watch(self) -> None:
+        seen = -1
+        while not self._stop.wait(self._every):
+            done = self._count()
+            if done != seen:
+                seen = done
+                self._report(min(done, self._total), self._total)
+
+    def __enter__(self) -> _Progress:
+        self._report(0, self._total)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 def grade(cfg: Assignment, root: Path, out: Path | None = None, suite: Suite = "all",
           parts: list[str] | None = None, verbose: bool = False,
           time_limits: dict[str, float] | None = None, notes: list[str] | None = None,
           env: dict[str, str] | None = None, privilege: Privilege = "auto",
-          sandbox: dict | None = None) -> Results:
+          sandbox: dict | None = None, progress: Callable[[int, int], None] | None = None) -> Results:
     """Grade ``root`` with ``suite``; writes results.json to ``out`` when given.
 
     ``time_limits`` overrides entries of ``[time_limits]`` (e.g. ``{"call_s": 5}``) and ``sandbox``
@@ -196,7 +231,8 @@ def grade(cfg: Assignment, root: Path, out: Path | None = None, suite: Suite = "
     environment variables (e.g. the GPU to use). ``privilege`` says whether student code must
     (``"require"``), may (``"auto"``) or must not (``"off"``) be moved to an unprivileged account
     when we are root (see :func:`autograder.sandbox.plan`). Without the reference's code but with
-    a recording (the student kit), the reference is replayed.
+    a recording (the student kit), the reference is replayed. ``progress(done, total)`` is called
+    from another thread as tests finish (about twice a second at most).
     """
     start = time.monotonic()
     if time_limits:
@@ -251,8 +287,9 @@ def grade(cfg: Assignment, root: Path, out: Path | None = None, suite: Suite = "
                 *selection,
             ])
         if manifest and box is not None and not info.run_error:
-            returncode, stdout = run_pytest(cmd, tmp, {**_env(), **(env or {})}, cfg.time_limits.total_s,
-                                            verbose, cfg.time_limits.start_s)
+            with _Progress(rec_path, len(manifest), progress) if progress else contextlib.nullcontext():
+                returncode, stdout = run_pytest(cmd, tmp, {**_env(), **(env or {})}, cfg.time_limits.total_s,
+                                                verbose, cfg.time_limits.start_s)
             if returncode is None:
                 info.run_error = f"grading took longer than {cfg.time_limits.total_s:g} s and was stopped"
             elif returncode not in (0, 1):  # 1 = some tests failed

@@ -57,3 +57,19 @@ def test_report_orders_parts_and_labels_the_bonus(cfg):
     text = console.export_text()
     assert text.index("(attention)") < text.index("(mha)")  # the assignment's order, not alphabetical
     assert "flash_backward (bonus)" in text and "note: a note" in text and "FAIL mha: shapes" in text
+
+
+def test_progress_follows_the_records_file(tmp_path):
+    import time
+
+    from autograder.runner import _Progress
+
+    seen: list[tuple[int, int]] = []
+    path = tmp_path / "records.jsonl"
+    with _Progress(path, 3, lambda done, total: seen.append((done, total)), every_s=0.01):
+        for _ in range(2):
+            with open(path, "a") as f:
+                f.write("{}\n")
+            time.sleep(0.1)
+    assert seen[0] == (0, 3) and seen[-1] == (2, 3)
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen)  # never goes back
