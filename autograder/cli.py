@@ -45,6 +45,15 @@ def _check_parts(cfg: config_mod.Assignment, parts: Optional[list[str]]) -> None
             raise typer.Exit(2)
 
 
+def _warn_points(cfg: config_mod.Assignment) -> None:
+    """Grades follow the tests' @weight points: say so when assignment.toml disagrees with them."""
+    from .manifest import point_mismatches, read_manifest
+
+    if cfg.manifest_path.exists():
+        for problem in point_mismatches(cfg.parts, read_manifest(cfg.manifest_path)):
+            console.print(f"[yellow]warning:[/yellow] {problem}; grades follow the tests")
+
+
 @contextmanager
 def _grading(label: str) -> Iterator[Callable[[int, int], None]]:
     """A progress bar on stderr for a grading run; yields the ``progress`` callback for it."""
@@ -97,6 +106,7 @@ def grade(
         raise typer.Exit(2)
     if results_out is not None and results_out.is_dir():
         results_out = results_out / "results.json"
+    _warn_points(cfg)
     with tempfile.TemporaryDirectory(prefix="ag-grade-") as tmp:
         upload = root
         if root.is_file():
@@ -304,27 +314,25 @@ def manifest(
     """Collect the suites (no student code runs) and write tests/manifest.json."""
     import tempfile
 
-    from .manifest import part_totals
+    from .manifest import point_mismatches
     from .runner import collect_manifest
 
     cfg = _load(assignment)
     with tempfile.TemporaryDirectory() as tmp:
         fresh_path = Path(tmp) / "manifest.json"
         entries = collect_manifest(cfg, fresh_path)
+        bad = point_mismatches(cfg.parts, entries)
         if check:
             if not cfg.manifest_path.exists() or cfg.manifest_path.read_text() != fresh_path.read_text():
                 console.print("[red]The test manifest is stale[/red] (run `autograder manifest`).")
                 raise typer.Exit(1)
-            out.print(f"manifest is up to date ({len(entries)} tests)")
+            out.print(f"manifest is up to date ({len(entries)} tests)" + ("; its points are not:" if bad else ""))
         else:
             cfg.manifest_path.write_text(fresh_path.read_text())
             out.print(f"wrote {cfg.manifest_path} ({len(entries)} tests)")
-    totals = part_totals(entries)
-    bad = {p.name: (totals.get(p.name, 0.0), p.points) for p in cfg.parts
-           if p.name in totals and abs(totals[p.name] - p.points) > 1e-9}
+    for problem in bad:
+        console.print(f"[red]{problem}[/red]")
     if bad:
-        for name, (got, want) in bad.items():
-            console.print(f"[red]part {name}: its tests add up to {got:g} points, assignment.toml says {want:g}[/red]")
         raise typer.Exit(1)
 
 
@@ -334,7 +342,7 @@ def verify(
     part: Optional[list[str]] = typer.Option(None, "--part", "-p", help="grade only these parts"),
 ) -> None:
     """Check the kit: template and manifest fresh, reference gets full marks, template gets 0."""
-    from .manifest import part_totals
+    from .manifest import point_mismatches
     from .runner import grade as run_grade
     from .runner import load_manifest
     from .template import stale_files
@@ -348,10 +356,7 @@ def verify(
     if stale:
         problems.append("student template is stale: " + "; ".join(stale))
     entries = load_manifest(cfg)
-    totals = part_totals(entries)
-    for p in cfg.parts:
-        if p.name in totals and abs(totals[p.name] - p.points) > 1e-9:
-            problems.append(f"part {p.name}: tests add up to {totals[p.name]:g}, assignment.toml says {p.points:g}")
+    problems += point_mismatches(cfg.parts, entries)
     _check_parts(cfg, part)
     with _grading("Grading the reference") as progress:
         ref = run_grade(cfg, cfg.reference_root, parts=part or None, progress=progress)

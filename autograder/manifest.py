@@ -58,3 +58,11 @@ def part_totals(entries: list[ManifestEntry], suite: str | None = None) -> dict[
         if suite is None or e.suite == suite:
             totals[e.part] = totals.get(e.part, 0.0) + e.max_score
     return totals
+
+
+def point_mismatches(parts: list, entries: list[ManifestEntry]) -> list[str]:
+    """Parts whose tests' points (the @weight decorators, which grade) differ from the points
+    assignment.toml gives them (which selfcheck and the instructor read)."""
+    totals = part_totals(entries)
+    return [f"part {p.name}: tests add up to {totals[p.name]:g}, assignment.toml says {p.points:g}"
+            for p in parts if p.name in totals and abs(totals[p.name] - p.points) > 1e-9]

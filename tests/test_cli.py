@@ -146,3 +146,14 @@ def test_experiments_make_their_plots(cfg, tmp_path):
     res = runner.invoke(app, ["experiments", str(cfg.template_root), "--out", str(tmp_path / "t"),
                               "--no-scaling"])
     assert res.exit_code == 1 and "NotImplementedError" in res.output
+
+
+def test_grade_warns_when_toml_points_disagree_with_the_tests(cfg, capsys):
+    from autograder import cli
+
+    parts = [p.model_copy(update={"points": p.points + 1}) if p.name == "mha" else p for p in cfg.parts]
+    cli._warn_points(cfg.model_copy(update={"parts": parts}))
+    assert "part mha: tests add up to 20, assignment.toml says 21; grades follow the tests" in \
+        " ".join(capsys.readouterr().err.split())
+    cli._warn_points(cfg)
+    assert "warning" not in capsys.readouterr().err
