@@ -1,1 +1,2 @@
-"""transformer_lab: the Transformer assignment package (see the handout for what each module asks)."""
+"""transformer_lab: the Transformer assignment package. What each function and class must do is in API.md
+(in the student kit: kit/assignment/API.md); the written questions are in answers.ipynb."""
