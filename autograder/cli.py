@@ -135,6 +135,8 @@ def selfcheck(
     results_out: Optional[Path] = typer.Option(None, "--out", "-o", help="also write results.json here"),
     make_zip: bool = typer.Option(False, "--zip", help="also write submission.zip for Gradescope"),
     zip_path: Path = typer.Option(Path("submission.zip"), "--zip-path", help="where --zip writes"),
+    call_limit: Optional[float] = typer.Option(None, "--call-limit", min=0.5,
+                                               help="seconds one call into your code may take (default: the grader's)"),
 ) -> None:
     """Run the public tests on what you would submit and predict your grade from them.
 
@@ -170,7 +172,7 @@ def selfcheck(
         label = f"the public tests of {', '.join(part)}" if part else "the public tests"
         with _grading(f"Running {label}") as progress:
             results = run_grade(cfg, staged, results_out, suite="public", parts=part or None, notes=notes,
-                                progress=progress)
+                                progress=progress, time_limits={"call_s": call_limit} if call_limit else None)
     predicted, predicted_bonus = _show(results, cfg, "Public tests", verbose=verbose, predicted=True)
     graded = [p for p in cfg.parts if not part or p.name in part]
     regular = sum(p.points for p in graded if not p.bonus)
@@ -185,6 +187,10 @@ def selfcheck(
         missing = sorted(set(cfg.submission_files) - set(files))
         out.print(f"wrote {zip_path} with {len(files)} files" + (f"; missing: {', '.join(missing)}" if missing else ""))
     failed = [t for t in results.tests or [] if t.status == "failed"]
+    stopped = sum("did not finish within" in (t.output or "") for t in failed)
+    if stopped >= 2:
+        out.print(f"{stopped} tests waited for code that did not finish. To fail faster while you fix it: "
+                  f"--call-limit 5 (the grader allows {cfg.time_limits.call_s:g} s), or --part NAME.")
     if failed:
         raise typer.Exit(1)
 

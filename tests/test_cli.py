@@ -157,3 +157,17 @@ def test_grade_warns_when_toml_points_disagree_with_the_tests(cfg, capsys):
         " ".join(capsys.readouterr().err.split())
     cli._warn_points(cfg)
     assert "warning" not in capsys.readouterr().err
+
+
+def test_selfcheck_call_limit_fails_hanging_code_fast(cfg, tmp_path):
+    import shutil
+
+    root = tmp_path / "mine"
+    shutil.copytree(cfg.reference_root / cfg.package, root / cfg.package)
+    attention = root / cfg.package / "attention.py"
+    attention.write_text(attention.read_text().replace("def softmax(x", "def softmax(x, dim=-1, _spin=True):\n"
+                                                       "    while _spin:\n        pass\n\n\ndef _unused(x", 1))
+    res = runner.invoke(app, ["selfcheck", str(root), "-p", "attention", "--call-limit", "0.5"])
+    assert res.exit_code == 1, res.output
+    assert "did not finish within 0.5 s" in res.output
+    assert "waited for code that did not finish" in " ".join(res.output.split())
