@@ -53,8 +53,7 @@ def _pytest_command(cfg: Assignment, ini: Path, extra: list[str]) -> list[str]:
 
 def _env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "PYTHON"))}
-    env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
-    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"  # (PYTHON* variables are dropped: `-I` ignores them anyway)
     try:
         import torch
 
@@ -151,19 +150,17 @@ def _collect(proc: forkserver.ForkedProcess, read_fd: int, timeout: float) -> tu
     try:
         while True:
             left = deadline - time.monotonic()
-            if left <= 0:
+            if left <= 0 and not timed_out:
                 timed_out = True
-                kill_tree(proc.pid)
-                break
-            if select.select([read_fd], [], [], min(left, 1.0))[0]:
-                data = os.read(read_fd, 1 << 16)
-                if not data:
-                    break  # every writer has closed it: pytest has ended
-                chunks.append(data)
-        while select.select([read_fd], [], [], 1.0)[0]:  # what it wrote before it was stopped
+                kill_tree(proc.pid)  # then read what it wrote before it was stopped
+            wait = 1.0 if timed_out else min(left, 1.0)
+            if not select.select([read_fd], [], [], wait)[0]:
+                if timed_out:
+                    break  # stopped, and a second of silence: nothing more is coming
+                continue
             data = os.read(read_fd, 1 << 16)
             if not data:
-                break
+                break  # every writer has closed it: pytest has ended (or was stopped)
             chunks.append(data)
     except BaseException:
         kill_tree(proc.pid)
