@@ -89,7 +89,8 @@ class ForkedProcess:
 
     def wait(self, timeout: float | None = None, _raise: bool = True) -> int | None:
         if self.returncode is None:
-            self.returncode = self.server.exit_status(self.pid, 3600.0 if timeout is None else timeout)
+            self.returncode = self.server.exit_status(self.pid, 3600.0 if timeout is None else timeout,
+                                                      running=self._running)
         if self.returncode is None and _raise and timeout is not None:
             raise subprocess.TimeoutExpired(f"worker {self.pid}", timeout)
         if self.returncode is not None and self._pidfd is not None:
@@ -166,8 +167,10 @@ class ForkServer:
                           self.start_s, [stdout_fd, *keep_fds])
         return ForkedProcess(int(reply["pid"]), self)
 
-    def exit_status(self, pid: int, timeout: float) -> int | None:
-        """The exit status of a child that has ended, waiting up to ``timeout``; None while it runs."""
+    def exit_status(self, pid: int, timeout: float, running=None) -> int | None:
+        """The exit status of a child that has ended, waiting up to ``timeout``; None while it runs.
+        ``running()`` says whether it still runs once the server is gone (a pidfd cannot be fooled
+        by a reused pid; the default looks the pid up)."""
         if self.alive():
             try:
                 return self._ask({"op": "wait", "pid": pid, "timeout": timeout}, timeout + 10.0).get("code")
@@ -182,7 +185,7 @@ class ForkServer:
                 if done:
                     return os.waitstatus_to_exitcode(status)
             except ChildProcessError:
-                if not _exists(pid):
+                if not (running() if running is not None else _exists(pid)):
                     return UNKNOWN_EXIT
             if time.monotonic() >= deadline:
                 return None

@@ -258,3 +258,11 @@ def test_host_servers_are_capped(tmp_path, monkeypatch):
         assert sum(k.startswith("host ") for k in forkserver._SERVERS) == 1
     finally:
         forkserver.shutdown()
+
+
+def test_a_dead_servers_children_are_judged_by_their_pidfd(monkeypatch):
+    dead = forkserver.ForkServer(env={})  # never started: no socket, as after the server died
+    monkeypatch.setattr(forkserver, "_exists", lambda pid: True)  # a reused pid looks alive
+    not_ours = os.getppid()  # waitpid cannot reap it
+    assert dead.exit_status(not_ours, 0.05) is None  # by pid alone: "still running"
+    assert dead.exit_status(not_ours, 0.05, running=lambda: False) == forkserver.UNKNOWN_EXIT
