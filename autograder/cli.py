@@ -396,6 +396,9 @@ def experiments(
     from .experiments import run_all
 
     cfg = _load(assignment, near=root)
+    if root is not None and not (root / cfg.package).is_dir():
+        console.print(f"[red]error:[/red] {escape(str(root))} has no {cfg.package}/ folder")
+        raise typer.Exit(2)
     try:
         with console.status("Running experiments ...") as status:
             paths = run_all(cfg, root or cfg.reference_root, out_dir, scaling=scaling,
@@ -431,7 +434,10 @@ def bench_flash(
 
     cfg = _load(assignment)
     try:
-        chosen = default_sizes() if not sizes else [int(x) for x in sizes.split(",") if x.strip()]
+        try:
+            chosen = default_sizes() if not sizes else [int(x) for x in sizes.split(",") if x.strip()]
+        except ValueError:
+            raise ValueError(f"--sizes takes comma-separated whole numbers (e.g. 512,1024), not {sizes!r}") from None
         check_options(chosen, batch=batch, heads=heads, head_dim=head_dim, dtype=dtype)
     except ValueError as e:
         console.print(f"[red]error:[/red] {escape(str(e))}")

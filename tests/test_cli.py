@@ -171,3 +171,13 @@ def test_selfcheck_call_limit_fails_hanging_code_fast(cfg, tmp_path):
     assert res.exit_code == 1, res.output
     assert "did not finish within 0.5 s" in res.output
     assert "waited for code that did not finish" in " ".join(res.output.split())
+
+
+@pytest.mark.parametrize("args,message", [
+    (["bench", "flash", "--sizes", "abc"], "--sizes takes comma-separated whole numbers"),
+    (["experiments", "/nonexistent/root"], "has no transformer_lab/ folder"),
+])
+def test_bad_arguments_get_one_clear_line(args, message):
+    res = runner.invoke(app, args)
+    assert res.exit_code == 2, res.output
+    assert message in " ".join(res.output.split()) and "Traceback" not in res.output
