@@ -126,7 +126,7 @@ def test_bench_flash_keeps_going_past_a_broken_submission(cfg, tmp_path):
 
 @pytest.mark.parametrize("args,needle", [
     (["--head-dim", "48"], "head dim must be one of"),
-    (["--sizes", "16,x"], "invalid literal"),
+    (["--sizes", "16,x"], "comma-separated whole numbers"),
     (["--sizes", "0"], "positive sequence lengths"),
     pytest.param(["--dtype", "bfloat16"], "bfloat16 needs a GPU",
                  marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU runs bfloat16")),
