@@ -136,15 +136,22 @@ def _write_zip(zip_path: Path, entries: dict[str, Path | bytes], executable: set
     os.replace(tmp, zip_path)
 
 
+ORACLE_SUFFIX = "_oracles.py"
+
+
 def _assignment_entries(cfg: Assignment, prefix: str, public_only: bool) -> dict[str, Path | bytes]:
-    """assignment.toml, data files next to it, suite helpers and the suites."""
+    """assignment.toml, data files next to it, suite helpers and the suites.
+
+    Oracle modules (``tests/*_oracles.py``: working implementations of graded functions) are for
+    the grader only: the student kit (``public_only``) never holds them; its public tests replay
+    their recorded values (:func:`autograder.golden.oracle`)."""
     entries: dict[str, Path | bytes] = {}
     for path in sorted(cfg.directory.iterdir()):
         if path.is_file() and path.suffix in (".toml", ".md", ".json"):
             entries[f"{prefix}/{path.name}"] = path
     tests = cfg.tests_dir
     for path in sorted(tests.iterdir()):
-        if path.is_file() and path.suffix == ".py":
+        if path.is_file() and path.suffix == ".py" and not (public_only and path.name.endswith(ORACLE_SUFFIX)):
             entries[f"{prefix}/tests/{path.name}"] = path
     for suite in ("public",) if public_only else ("public", "hidden"):
         for path in _files_under(tests / suite):

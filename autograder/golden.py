@@ -8,6 +8,7 @@ run unchanged and give the same verdicts without the solution's code.
 
 Rules for tests that must replay (the public ones): use reference results as data (tensors,
 numbers, dicts of tensors); do not backpropagate through them or mutate reference objects.
+Values of grader-side oracles (modules the kit does not ship) come through :func:`oracle`.
 The kit build replays the suites against the reference and refuses a suite that breaks them.
 """
 from __future__ import annotations
@@ -199,6 +200,28 @@ def measured(reference: Any, what: str, thunk: Any) -> Any:
         object.__getattribute__(reference, "_log").append({"kind": "measure", "path": what, "value": _freeze(value)})
         return value
     return thunk(reference)
+
+
+def oracle(reference: Any, target: str, *args: Any, **kwargs: Any) -> Any:
+    """The value of the grader-side oracle ``target`` ("module.function") at these arguments, kept as
+    one recorded value so that public tests can use it in the student kit.
+
+    Oracle modules (``tests/*_oracles.py``: exact formulas, naive implementations of graded
+    functions) are instructor-only: the kit never ships them. A public test therefore names the
+    oracle by string instead of importing it; the module is imported only when the value is
+    computed (grading, or recording when the kit is built) and the kit replays the recorded value.
+    ``reference`` is the test's ``reference`` fixture (the recording is per test, in order).
+    """
+    module, _, name = target.rpartition(".")
+    if not module or not name:
+        raise ValueError(f"oracle target must be 'module.function', got {target!r}")
+
+    def compute(_reference: Any) -> Any:
+        import importlib
+
+        return getattr(importlib.import_module(module), name)(*args, **kwargs)
+
+    return measured(reference, f"oracle {target}", compute)
 
 
 def unpack_file(path: Path) -> dict:

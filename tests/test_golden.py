@@ -75,3 +75,21 @@ def test_measurements_around_reference_code_replay(toy_package, tmp_path):
     rec.save(tmp_path / "g.agf")
     assert measured(Replayer(tmp_path / "g.agf").proxy("t::m", "toypkg"), "count", count) == 6
     assert measured(toy_package, "count", count) == 6  # live: just runs
+
+
+def test_oracle_values_replay_without_the_oracle_module(toy_package, tmp_path, monkeypatch):
+    """Grader-side oracles are named by string, imported only when computed: the kit replays their values."""
+    from autograder.golden import oracle
+
+    (tmp_path / "toy_oracles.py").write_text("import torch\n\ndef table(n, scale=1.0):\n"
+                                             "    return torch.arange(n, dtype=torch.float64) * scale\n")
+    rec = Recorder()
+    live = oracle(rec.proxy(toy_package, "t::o"), "toy_oracles.table", 4, scale=0.5)
+    assert torch.equal(live, torch.tensor([0.0, 0.5, 1.0, 1.5], dtype=torch.float64))
+    assert torch.equal(oracle(toy_package, "toy_oracles.table", 4, scale=0.5), live)  # grading: just computes
+    rec.save(tmp_path / "g.agf")
+    (tmp_path / "toy_oracles.py").unlink()
+    monkeypatch.delitem(sys.modules, "toy_oracles")
+    assert torch.equal(oracle(Replayer(tmp_path / "g.agf").proxy("t::o", "toypkg"), "toy_oracles.table", 4), live)
+    with pytest.raises(ValueError, match="module.function"):
+        oracle(toy_package, "table", 4)

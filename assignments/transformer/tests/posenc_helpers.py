@@ -1,13 +1,13 @@
-"""Exact (float64) positional-encoding formulas and module checks for the posenc suites (grader side).
+"""Tolerances and module checks for the posenc suites (grader side; shipped in the student kit).
 
-The oracles are the formulas of the contract computed in float64, not the reference's code. A float32
+The oracles themselves (the contract's formulas computed in float64, not the reference's code) are in
+posenc_oracles, which the kit never holds: public tests get their values through
+autograder.golden.oracle (recorded when the kit is built). A float32
 table or RoPE angle computed the textbook way is off by ~1e-5 at 128 positions and ~4e-4 at 5000
 positions (measured: pos * exp(-ln(10000) 2i/d), pos / 10000^(2i/d), complex polar tables), so the
 tolerances below are a few times that error and far below what any layout or formula bug gives (~1).
 """
 from __future__ import annotations
-
-import math
 
 import torch
 
@@ -20,38 +20,6 @@ ROPE_ATOL = 2e-4  # positions < 256, inputs ~ N(0, 1)
 
 def table_atol(num_positions: int) -> float:
     return next(atol for limit, atol in sorted(TABLE_ATOL.items()) if num_positions <= limit)
-
-
-def sinusoidal_table(num_positions: int, d_model: int) -> torch.Tensor:
-    """PE[p, 2i] = sin(p / 10000^(2i/d)), PE[p, 2i+1] = cos(p / 10000^(2i/d)), float64."""
-    p = torch.arange(num_positions, dtype=torch.float64).unsqueeze(1)
-    angles = p / 10000.0 ** (torch.arange(0, d_model, 2, dtype=torch.float64) / d_model)
-    return torch.stack((angles.sin(), angles.cos()), dim=-1).flatten(-2)
-
-
-def rope(x: torch.Tensor, positions: torch.Tensor, theta: float = 10000.0) -> torch.Tensor:
-    """Rotate each adjacent pair (x[2i], x[2i+1]) by positions * theta^(-2i/D), in float64."""
-    d = x.shape[-1]
-    angles = positions.double().unsqueeze(-1) * theta ** (-torch.arange(0, d, 2, dtype=torch.float64) / d)
-    xe, xo = x.double()[..., 0::2], x.double()[..., 1::2]
-    return torch.stack((xe * angles.cos() - xo * angles.sin(), xe * angles.sin() + xo * angles.cos()), -1).flatten(-2)
-
-
-def alibi_slopes(num_heads: int) -> torch.Tensor:
-    """The ALiBi paper's slopes (Press et al. 2022, reference implementation), float64."""
-    def geometric(n: int) -> list[float]:
-        return [2.0 ** (-8.0 * (h + 1) / n) for h in range(n)]
-
-    closest = 2 ** math.floor(math.log2(num_heads))
-    extra = geometric(2 * closest)[0::2][: num_heads - closest] if closest != num_heads else []
-    return torch.tensor(geometric(closest) + extra, dtype=torch.float64)
-
-
-def alibi_bias(num_heads: int, lq: int, lk: int) -> torch.Tensor:
-    """slope_h * (j - (i + Lk - Lq)), shape (num_heads, Lq, Lk), float64."""
-    i = torch.arange(lq, dtype=torch.float64).unsqueeze(-1)
-    j = torch.arange(lk, dtype=torch.float64)
-    return alibi_slopes(num_heads).view(-1, 1, 1) * (j - (i + lk - lq))
 
 
 def parameters(module, what: str) -> dict[str, tuple[int, ...]]:
