@@ -117,3 +117,46 @@ def check_same_tokens(student, reference, positional: str, n: int = 12) -> None:
             "keys/values and the same positions as a full forward: positions continue at "
             "kv_cache.length(0) (absolute encodings, RoPE angles, ALiBi distances), they do not restart at 0."
         )
+
+
+def check_cached_logits(student, reference, positional: str, tol, *, seed: int, batch: int, seq_len: int,
+                        prefill: int, **config) -> None:
+    """A ``prefill``-token prefill into an empty cache, then one token at a time up to ``seq_len``: every call's
+    logits equal those of the student's own forward without cache (the prefill: at all its positions, not only
+    the last one, which is all that generate reads)."""
+    model = seeded_lm(student, reference, positional, seed=seed, **config)
+    config = {**LM_CONFIG, **config}
+    layers, heads, d = config["num_layers"], config["num_heads"], config["d_model"]
+    cache = student.kv_cache.KVCache(layers, batch, heads, config["max_seq_len"], d // heads)
+    seq = tokens(batch, seq_len, seed=seed + 1000, vocab=config["vocab_size"])
+    name = f"TransformerLM(positional={positional!r}, num_layers={layers})"
+    want = model(seq[:, :prefill])
+    try:
+        assert_close(model(seq[:, :prefill], kv_cache=cache), want,
+                     f"{name} logits of a {prefill}-token prefill into an empty KV cache vs a forward without cache",
+                     tol)
+    except AssertionError as e:
+        raise AssertionError(
+            f"{e} A forward with a cache must give the same logits as one without, at every position. The usual "
+            "cause: TransformerLM.forward (model.py) does not make every block causal when a cache is given (e.g. "
+            "is_causal=kv_cache is None). A prefill of several tokens into a cache must be causally masked like a "
+            "forward without cache (is_causal=True always; query i attends key j iff j <= i + kv_cache.length(layer) "
+            "before the update). generate only reads the last position of the prefill, so its tokens can look "
+            "right while these logits are wrong. Also check that positions start at kv_cache.length(0) (0 for an "
+            "empty cache) and that attention runs over the keys/values KVCache.update returns.") from None
+    for t in range(prefill, seq_len):
+        before = {0: "", 1: f", then token {prefill}"}.get(t - prefill,
+                                                            f", then tokens {prefill}..{t - 1} one at a time")
+        try:
+            assert_close(model(seq[:, t:t + 1], kv_cache=cache), model(seq[:, :t + 1])[:, -1:],
+                         f"{name} logits of token {t} fed alone with {t} tokens cached (the {prefill}-token "
+                         f"prefill{before}) vs the last position of a forward without cache on all {t + 1} tokens",
+                         tol)
+        except AssertionError as e:
+            raise AssertionError(
+                f"{e} After the prefill, positions must continue at kv_cache.length(layer) (absolute encodings, "
+                "RoPE angles, ALiBi distances), not restart at 0, and attention must run over all the stored "
+                "keys/values followed by the new one.") from None
+    for layer in range(layers):
+        length(cache, layer, seq_len, f"after a {prefill}-token prefill and {seq_len - prefill} single-token "
+               "steps through the model (each block appends its own layer's keys/values)")

@@ -4,7 +4,7 @@ import torch
 from gradescope_utils.autograder_utils.decorators import weight
 
 from autograder.testing import expect_student_error
-from kv_cache_helpers import check_same_tokens, exact, length, storage, update
+from kv_cache_helpers import check_cached_logits, check_same_tokens, exact, length, storage, update
 from suite_helpers import randn
 
 pytestmark = pytest.mark.part("kv_cache")
@@ -49,8 +49,17 @@ def test_overflow_raises(student):
                          "ValueError", "KVCache(max_seq_len=4) holding 3 tokens, update with 2 more")
 
 
-@weight(1)
+@weight(0.5)
 @pytest.mark.parametrize("positional", ["sinusoidal", "rope"])
 def test_generate_same_tokens(student, reference, positional):
     """generate gives the same tokens with and without the cache"""
     check_same_tokens(student, reference, positional)
+
+
+@weight(0.5)
+@pytest.mark.parametrize("positional", ["sinusoidal", "rope"])
+def test_prefill_logits_match_full_forward(student, reference, assignment, positional):
+    """a 7-token prefill into an empty cache, then single tokens: all logits equal a forward without cache"""
+    # float32 accumulated over three layers, in a different order than without the cache
+    check_cached_logits(student, reference, positional, assignment.tolerance("grad32"), seed=31, batch=3,
+                        seq_len=10, prefill=7, d_model=48, num_heads=4, num_layers=3, max_seq_len=16)
