@@ -4,11 +4,15 @@
 tests use: ``student.attention.softmax(x)`` or ``m = student.mha.MultiHeadAttention(8, 2)``
 followed by ``m(x)``. Attribute access builds a path locally; only calls and :func:`fetch`
 send a request. A crash, exit or hang fails only the current request; the next request
-starts a fresh worker.
+starts a fresh worker. Before it kills a worker that ran past its time limit, the client asks it
+for its Python stacks (``SIGUSR1``, see :func:`autograder.worker.watch_for_dump_requests`) and
+says where in the student's files it was (:func:`where_it_was`).
 """
 from __future__ import annotations
 
 import os
+import re
+import select
 import signal
 import subprocess
 import sys
@@ -25,6 +29,12 @@ from .sandbox import Sandbox
 
 OUTPUT_HEAD = 6_000
 OUTPUT_TAIL = 4_000
+# A worker past its time limit is asked for its stacks, then killed: within DUMP_WAIT_S whatever
+# it does (a dump is complete once nothing more came for DUMP_QUIET_S), at most DUMP_MAX_BYTES read.
+DUMP_WAIT_S = 0.5
+DUMP_QUIET_S = 0.1
+DUMP_MAX_BYTES = 256 * 1024
+DUMP_FRAMES_SHOWN = 5
 
 
 @dataclass
@@ -51,12 +61,111 @@ def describe_exit(code: int | None) -> str:
     return f"exited with code {code} (did your code call os._exit or exit the interpreter?)"
 
 
+def stack_dump(proc: _Process) -> str:
+    """Ask a worker that ran past its time limit for its Python stacks (SIGUSR1; the worker's
+    faulthandler writes them to its dump pipe) and return what came within DUMP_WAIT_S.
+
+    Never raises and never waits longer: a worker that ignores or blocks the signal, dies of it,
+    floods the pipe or writes nonsense just gives less (or nothing) here. The text is the
+    student's process's to write: it is only ever parsed by :func:`where_it_was`.
+    """
+    fd = proc.dumps
+    if fd < 0:
+        return ""
+    deadline = time.monotonic() + DUMP_WAIT_S
+    data = bytearray()
+    try:
+        # Whatever is in the pipe already was written by student code, not by the dump asked for now.
+        drained = 0
+        while drained < 4 * DUMP_MAX_BYTES and select.select([fd], [], [], 0)[0]:
+            chunk = os.read(fd, 1 << 16)
+            if not chunk or time.monotonic() >= deadline:
+                return ""
+            drained += len(chunk)
+        if proc.popen.poll() is not None:
+            return ""
+        os.kill(proc.popen.pid, signal.SIGUSR1)
+        while len(data) < DUMP_MAX_BYTES:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            if not select.select([fd], [], [], min(left, DUMP_QUIET_S) if data else left)[0]:
+                if data:
+                    break  # nothing more for a while: the dump is complete
+                continue
+            chunk = os.read(fd, DUMP_MAX_BYTES - len(data))
+            if not chunk:
+                break  # the worker is gone (SIGUSR1 left at its default action kills it)
+            data += chunk
+    except (OSError, ValueError):
+        pass
+    return data.decode("ascii", "replace")
+
+
+_DUMP_THREAD = re.compile(r"(?:Current thread|Thread) 0x[0-9a-fA-F]+\b")
+_DUMP_FRAME = re.compile(r'  File "(.+)", line (\d+) in (.+)')
+_UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
+
+
+def where_it_was(dump: str, root: Path, package: str) -> str:
+    """Where the student's code was, from a faulthandler dump of the worker's threads: the
+    innermost frames in the student's package, e.g. ``it was in softmax (pkg/attention.py, line
+    40), called from forward (pkg/mha.py, line 12)``; "" when the dump shows none.
+
+    Only frames whose file lies inside ``root/package`` are named, with that file relative to
+    ``root`` (never the grader's files, the harness's or any other path), and every name is cut
+    short and stripped to printable ASCII: the dump comes from the student's process.
+    """
+    threads: list[list[tuple[str, int, str]]] = []
+    for line in dump[:DUMP_MAX_BYTES].splitlines():
+        if _DUMP_THREAD.match(line):
+            threads.append([])
+        elif threads and (m := _DUMP_FRAME.fullmatch(line)):
+            threads[-1].append((m[1], int(m[2][:9]), m[3]))
+
+    def serves(frames: list[tuple[str, int, str]]) -> bool:  # the thread running the request loop
+        return any(fn == "serve" and os.path.basename(f) == "worker.py"
+                   and os.path.basename(os.path.dirname(f)) == "autograder" for f, _, fn in frames)
+
+    base = os.path.normpath(os.path.join(str(root), package)) + os.sep
+
+    def own(frames: list[tuple[str, int, str]]) -> list[tuple[str, int, str]]:
+        out = []
+        for f, line, fn in frames:
+            path = os.path.normpath(f)
+            if os.path.isabs(path) and path.startswith(base):
+                out.append((os.path.relpath(path, str(root)), line, fn))
+        return out
+
+    # The thread serving requests where the dump shows it, else the last one listed with frames
+    # of the student's (faulthandler lists the newest thread first, so the main thread last).
+    candidates = [t for t in threads if serves(t)] or [t for t in reversed(threads) if own(t)]
+    frames = own(candidates[0]) if candidates else []
+    if not frames:
+        return ""
+
+    def clean(text: str, n: int) -> str:
+        text = _UNPRINTABLE.sub("?", text)
+        return text if len(text) <= n else text[:n - 3] + "..."
+
+    parts = []
+    for rel, line, fn in frames[:DUMP_FRAMES_SHOWN]:
+        rel = clean(rel, 160)
+        parts.append(f"the top level of {rel} (line {line})" if fn == "<module>"
+                     else f"{clean(fn, 80)} ({rel}, line {line})")
+    text = "it was in " + ", called from ".join(parts)
+    if len(frames) > DUMP_FRAMES_SHOWN:
+        text += f" (and {len(frames) - DUMP_FRAMES_SHOWN} more calls in your files further out)"
+    return text
+
+
 @dataclass
 class _Process:
     popen: subprocess.Popen | forkserver.ForkedProcess
     to_worker: int
     from_worker: int
     generation: int
+    dumps: int = -1  # read end of the pipe the worker writes its stacks to on SIGUSR1
 
 
 @dataclass
@@ -97,11 +206,11 @@ class WorkerClient:
     def _start(self) -> _Process:
         to_r, to_w = os.pipe()
         from_r, from_w = os.pipe()
+        dump_r, dump_w = os.pipe()
+        # (No PYTHON* variables: the worker runs `python -I`, which ignores them all.)
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": self._scratch.name,
-            "PYTHONHASHSEED": "0",
-            "PYTHONDONTWRITEBYTECODE": "1",
             "OMP_NUM_THREADS": str(self.threads or 1),
             "AUTOGRADER_THREADS": str(self.threads),
             "TMPDIR": self._scratch.name,
@@ -113,7 +222,7 @@ class WorkerClient:
         if self.sandbox is not None:
             env["AG_SANDBOX"] = self.sandbox.to_json()
         def worker_args() -> list[str]:
-            return [str(self.root), self.package, str(to_r), str(from_w)]
+            return [str(self.root), self.package, str(to_r), str(from_w), str(dump_w)]
 
         args = worker_args()
         log = open(self._log_path, "ab")
@@ -122,13 +231,14 @@ class WorkerClient:
             popen = None
             if server is not None:
                 try:  # a fork of a process that has imported torch already: milliseconds
-                    popen = server.spawn(args, env, self._scratch.name, log.fileno(), (to_r, from_w))
+                    popen = server.spawn(args, env, self._scratch.name, log.fileno(), (to_r, from_w, dump_w))
                 except forkserver.ForkServerError:
                     # A late fork may hold these pipes: the worker started instead gets new ones.
-                    for fd in (to_r, to_w, from_r, from_w):
+                    for fd in (to_r, to_w, from_r, from_w, dump_r, dump_w):
                         os.close(fd)
                     to_r, to_w = os.pipe()
                     from_r, from_w = os.pipe()
+                    dump_r, dump_w = os.pipe()
                     args = worker_args()
             if popen is None:
                 popen = subprocess.Popen(
@@ -136,17 +246,22 @@ class WorkerClient:
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=log,
-                    pass_fds=(to_r, from_w),
+                    pass_fds=(to_r, from_w, dump_w),
                     cwd=self._scratch.name,
                     env=env,
                     start_new_session=True,
                 )
+        except BaseException:
+            for fd in (to_w, from_r, dump_r):
+                os.close(fd)
+            raise
         finally:
             log.close()
             os.close(to_r)
             os.close(from_w)
+            os.close(dump_w)
         self._generation += 1
-        proc = _Process(popen, to_w, from_r, self._generation)
+        proc = _Process(popen, to_w, from_r, self._generation, dump_r)
         self._proc = proc
         try:
             # Answered before any student code is imported, so the sandbox report is the worker's own.
@@ -178,7 +293,7 @@ class WorkerClient:
             code = proc.popen.wait(timeout=10)
         except subprocess.TimeoutExpired:
             code = None
-        for fd in (proc.to_worker, proc.from_worker):
+        for fd in (proc.to_worker, proc.from_worker, proc.dumps):
             try:
                 os.close(fd)
             except OSError:
@@ -203,9 +318,15 @@ class WorkerClient:
             write_frame(proc.to_worker, pack(message))
             reply = read_frame(proc.from_worker, time.monotonic() + timeout)
         except TimeoutError:
+            try:
+                where = where_it_was(stack_dump(proc), self.root, self.package)
+            except Exception:  # noqa: BLE001 - a detail of the message: the kill must happen regardless
+                where = ""
             self._discard()
             label = self.label[0].upper() + self.label[1:]
-            note = f"{label} did not finish within {timeout:g} s ({what}); its worker was stopped."
+            note = f"{label} did not finish within {timeout:g} s ({what}) and was stopped."
+            if where:
+                note += f" At that moment {where}."
             raise WorkerTimeout(note) from None
         except (ChannelClosed, BrokenPipeError, ProtocolError) as e:
             try:
@@ -316,7 +437,7 @@ class WorkerClient:
 
     def wrap(self, value: Any) -> Any:
         if isinstance(value, Handle):
-            return Remote(self, (value.id, self._generation), (), value.type_name)
+            return Remote(self, (value.id, self._generation), (), value.type_name, value.qualname)
         if isinstance(value, list):
             return [self.wrap(v) for v in value]
         if isinstance(value, tuple):
@@ -329,19 +450,24 @@ class WorkerClient:
 class Remote:
     """Proxy to something in the worker: a module path, or an object handle plus attribute path."""
 
-    __slots__ = ("_ag_client", "_ag_handle_id", "_ag_path", "_ag_type")
+    __slots__ = ("_ag_client", "_ag_handle_id", "_ag_path", "_ag_type", "_ag_qualname", "_ag_origin")
 
     def __init__(self, client: WorkerClient, handle: tuple[int, int] | None, path: tuple[str, ...],
-                 type_name: str = "") -> None:
+                 type_name: str = "", qualname: str = "", origin: str = "") -> None:
         object.__setattr__(self, "_ag_client", client)
         object.__setattr__(self, "_ag_handle_id", handle)
         object.__setattr__(self, "_ag_path", path)
         object.__setattr__(self, "_ag_type", type_name)
+        object.__setattr__(self, "_ag_qualname", qualname)  # e.g. numpy.ndarray, as the worker said
+        # where the grader read it (pkg.flash.flash_attention), for a function or class fetched by
+        # name: messages name it so rather than by its type ("function")
+        object.__setattr__(self, "_ag_origin", origin)
 
     def __getattr__(self, name: str) -> Remote:
         if name.startswith("__") and name.endswith("__"):
             raise AttributeError(name)
-        return Remote(self._ag_client, self._ag_handle_id, self._ag_path + (name,), "")
+        # keeps what its object is called (m.fc reads "MultiHeadAttention.fc"), not what it is
+        return Remote(self._ag_client, self._ag_handle_id, self._ag_path + (name,), self._ag_type, "", self._ag_origin)
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError("remote objects are read-only; call a method instead")
@@ -358,7 +484,7 @@ class Remote:
         client = self._ag_client
         if self._ag_handle_id is None:
             return ".".join((client.package,) + self._ag_path)
-        base = self._ag_type or "object"
+        base = self._ag_origin or self._ag_type or "object"
         return ".".join((base,) + self._ag_path) if self._ag_path else base
 
     def _ag_target(self) -> dict:
@@ -396,13 +522,31 @@ class Remote:
 # Helpers kept off Remote so they never shadow a student's attribute names.
 
 
+# Types whose name says nothing about the object: a fetched one is named by where it was read.
+_CALLABLE_TYPES = ("function", "method", "builtin_function_or_method", "type", "functools.partial", "JITFunction",
+                   "InterpretedFunction")
+
+
 def fetch(ref: Remote) -> Any:
     """The value of a remote attribute (tensors and plain data come back; objects stay remote)."""
-    return ref._ag_request("getattr", f"reading {ref._ag_describe()}")
+    value = ref._ag_request("getattr", f"reading {ref._ag_describe()}")
+    if isinstance(value, Remote) and value._ag_type in _CALLABLE_TYPES:
+        return Remote(value._ag_client, value._ag_handle_id, (), value._ag_type, value._ag_qualname,
+                      ref._ag_describe())
+    return value
 
 
 def typename(ref: Remote) -> str:
     return ref._ag_request("typename", f"inspecting {ref._ag_describe()}")
+
+
+def remote_type(ref: Remote) -> str:
+    """The qualified type name the worker gave for the object behind ``ref`` when it sent the
+    handle (``numpy.ndarray``), without asking it again; "" when unknown (an attribute path, or
+    an older worker). Printable ASCII, at most 200 characters: text for messages only."""
+    if ref._ag_handle_id is None or ref._ag_path:
+        return ""
+    return _UNPRINTABLE.sub("?", ref._ag_qualname)[:200]
 
 
 def store(client: WorkerClient, value: Any) -> Remote:
@@ -440,11 +584,33 @@ def repeat(ref: Remote, args: list | Remote, n: int, kwargs: dict | None = None,
     )
 
 
-def routine(client: WorkerClient, name: str, *args: Any, timeout: float | None = None, **kwargs: Any) -> Any:
+# What each routine does to the student's code, for messages ({} is its first argument): a
+# student reads "raised ... in training your TransformerLM", never a routine's name.
+_ROUTINE_WHAT = {"train_lm": "training {}", "audit_call": "{}", "cuda_time": "timed GPU runs of {}",
+                 "cuda_peak_memory": "measuring the GPU memory of {}"}
+
+
+def _routine_what(name: str, args: tuple) -> str:
+    first = args[0] if args else None
+    template = _ROUTINE_WHAT.get(name, "{}")
+    if isinstance(first, Remote) and first._ag_origin and not first._ag_path:
+        subject = f"{first._ag_origin}(...)"  # a function fetched by name: pkg.flash.flash_attention(...)
+    elif isinstance(first, Remote) and first._ag_type not in ("", *_CALLABLE_TYPES):
+        subject = f"your {first._ag_describe()}"  # an object: training your TransformerLM
+    else:
+        subject = "a call of your function" if template == "{}" else "your function"
+    return template.format(subject)
+
+
+def routine(client: WorkerClient, name: str, *args: Any, timeout: float | None = None, what: str | None = None,
+            **kwargs: Any) -> Any:
     """Run the harness routine ``name`` (see :mod:`autograder.routines`) inside the worker.
 
-    Whatever it returns was computed next to student code: use it for progress, never for grading.
+    ``what`` says in messages what it runs, in the student's terms (e.g.
+    ``transformer_lab.flash.flash_attention(...)``); by default it is made from the routine and its
+    first argument. Whatever it returns was computed next to student code: use it for progress,
+    never for grading.
     """
     message = {"op": "routine", "name": name, "args": client.encode_args(list(args)),
                "kwargs": client.encode_args(kwargs)}
-    return client.wrap(client.request(message, f"running {name} on your code", timeout))
+    return client.wrap(client.request(message, what or _routine_what(name, args), timeout))

@@ -35,14 +35,23 @@ class ChannelClosed(ProtocolError):
     """End of file on the channel: the peer exited or closed its end."""
 
 
+MAX_TYPE_NAME = 200
+
+
 class Handle:
-    """Reference to an object that lives in the worker (a module, a cache, ...)."""
+    """Reference to an object that lives in the worker (a module, a cache, ...).
 
-    __slots__ = ("id", "type_name")
+    ``type_name`` is the short name of its type (``Lin``), ``qualname`` the qualified one as the
+    worker reports it (``numpy.ndarray``, ``transformer_lab.mha.MultiHeadAttention``; empty when
+    unknown): text for messages, never trusted for anything else.
+    """
 
-    def __init__(self, id: int, type_name: str) -> None:
+    __slots__ = ("id", "type_name", "qualname")
+
+    def __init__(self, id: int, type_name: str, qualname: str = "") -> None:
         self.id = id
         self.type_name = type_name
+        self.qualname = qualname
 
     def __repr__(self) -> str:
         return f"Handle({self.id}, {self.type_name!r})"
@@ -87,6 +96,8 @@ def encode(value: Any, make_handle=None) -> tuple[Any, dict[str, torch.Tensor]]:
         if isinstance(v, torch.Size):
             return {"__size__": [int(x) for x in v]}
         if isinstance(v, Handle):
+            if v.qualname:
+                return {"__handle__": v.id, "type": v.type_name, "qualname": v.qualname}
             return {"__handle__": v.id, "type": v.type_name}
         if isinstance(v, tuple):
             return {"__tuple__": [enc(x, depth + 1) for x in v]}
@@ -162,7 +173,9 @@ def decode(obj: Any, tensors: dict[str, torch.Tensor], move_to_device: bool = Tr
         if "__size__" in o:
             return torch.Size([int(x) for x in o["__size__"]])
         if "__handle__" in o:
-            return Handle(int(o["__handle__"]), str(o.get("type", "object")))
+            qualname = o.get("qualname", "")
+            return Handle(int(o["__handle__"]), str(o.get("type", "object"))[:MAX_TYPE_NAME],
+                          qualname[:MAX_TYPE_NAME] if isinstance(qualname, str) else "")
         if "__tuple__" in o:
             return tuple(dec(x, depth + 1) for x in o["__tuple__"])
         if "__dict__" in o:

@@ -13,7 +13,7 @@ from typing import Any, Callable, TypeVar
 
 import torch
 
-from .client import Remote, WorkerClient, repeat, store
+from .client import Remote, WorkerClient, remote_type, repeat, store
 from .config import Tolerance
 
 
@@ -25,12 +25,20 @@ def _fmt_index(flat: int, shape: torch.Size) -> str:
     return "(" + ", ".join(str(i) for i in reversed(idx)) + ")"
 
 
+def kind_of(value: Any) -> str:
+    """What a value that came back is, for messages: ``numpy.ndarray`` for an object that stayed in
+    the worker (its type as the worker named it when it sent the handle; the object is never asked),
+    the type's name for plain data."""
+    if isinstance(value, Remote):
+        return remote_type(value) or "an object that is neither a tensor nor plain data"
+    return type(value).__name__
+
+
 def check_tensor(value: Any, what: str, *, shape: tuple[int, ...] | torch.Size | None = None,
                  dtype: torch.dtype | None = None, device: torch.device | str | None = None) -> torch.Tensor:
     """Assert ``value`` is a plain tensor with the given shape, dtype and device."""
     if type(value) is not torch.Tensor:
-        kind = "a remote object" if isinstance(value, Remote) else type(value).__name__
-        raise AssertionError(f"{what}: expected a torch.Tensor, got {kind}.")
+        raise AssertionError(f"{what}: expected a torch.Tensor, got {kind_of(value)}.")
     if shape is not None and tuple(value.shape) != tuple(shape):
         raise AssertionError(f"{what}: expected shape {tuple(shape)}, got {tuple(value.shape)}.")
     if dtype is not None and value.dtype != dtype:
@@ -89,7 +97,7 @@ def assert_equal(actual: Any, expected: Any, what: str) -> None:
     Exact types matter: ``True == 1`` and ``[1.0] == [1]``, so a bool or float must not stand in for an int.
     """
     if type(actual) is not type(expected):
-        raise AssertionError(f"{what}: expected a {type(expected).__name__}, got {type(actual).__name__}.")
+        raise AssertionError(f"{what}: expected a {type(expected).__name__}, got {kind_of(actual)}.")
     if isinstance(expected, (list, tuple)):
         if len(actual) != len(expected):
             raise AssertionError(f"{what}: expected {len(expected)} items, got {len(actual)}: {actual!r}.")

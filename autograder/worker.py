@@ -1,17 +1,20 @@
 """The student worker: the only process that imports student code.
 
 Started by :class:`autograder.client.WorkerClient` as
-``python -I -m autograder.worker ROOT PACKAGE IN_FD OUT_FD``, or forked by the fork server
-(:mod:`autograder.forkserver`), which then calls :func:`main` with the same arguments. It
+``python -I -m autograder.worker ROOT PACKAGE IN_FD OUT_FD [DUMP_FD]``, or forked by the fork
+server (:mod:`autograder.forkserver`), which then calls :func:`main` with the same arguments. It
 serves requests read from ``IN_FD`` and answers on ``OUT_FD`` (see :mod:`autograder.protocol`); stdout/stderr are files the
 grader reads per test. Objects that cannot be sent (modules, caches, ...) stay here in a handle
-table and travel as handles.
+table and travel as handles. On ``SIGUSR1`` it writes the Python stacks of its threads to
+``DUMP_FD`` (:mod:`faulthandler`): the grader asks for that before it kills a call that ran past
+its time limit, to tell the student where their code was.
 """
 from __future__ import annotations
 
 import collections.abc
 import importlib
 import os
+import signal
 import sys
 import traceback
 import types
@@ -51,7 +54,7 @@ class Worker:
             self.next_handle += 1
             self.objects[h] = obj
             self.ids[id(obj)] = h
-        return Handle(h, type(obj).__name__)
+        return Handle(h, type(obj).__name__, qualified_type(obj))
 
     def release(self, handles: list[int] | None) -> None:
         keys = list(self.objects) if handles is None else handles
@@ -134,7 +137,7 @@ class Worker:
         h = self.next_handle
         self.next_handle += 1
         self.objects[h] = value
-        return Handle(h, type(value).__name__)
+        return Handle(h, type(value).__name__, qualified_type(value))
 
     def op_release(self, msg: dict) -> Any:
         self.release(msg.get("handles"))
@@ -217,13 +220,43 @@ class Worker:
             write_frame(out_fd, reply)
 
 
+def qualified_type(obj: Any) -> str:
+    """``module.QualName`` of ``type(obj)`` (``numpy.ndarray``; builtins without a module), or ""."""
+    try:
+        cls = type(obj)
+        qualname = type.__dict__["__qualname__"].__get__(cls)  # the type's own, never a student's property
+        module = type.__dict__["__module__"].__get__(cls)
+        if not isinstance(qualname, str):
+            return ""
+        if not isinstance(module, str) or module in ("", "builtins"):
+            return qualname[:200]
+        return f"{module}.{qualname}"[:200]
+    except Exception:  # noqa: BLE001 - a message detail: never worth failing a request for
+        return ""
+
+
+def _is_interpreter_error(e: BaseException) -> bool:
+    """Triton's interpreter wraps whatever a kernel raised in an InterpreterError (repr as message)."""
+    try:
+        module = type.__dict__["__module__"].__get__(type(e))
+    except Exception:  # noqa: BLE001 - a class of the student's may have removed it
+        return False
+    return type(e).__name__ == "InterpreterError" and isinstance(module, str) and module.startswith("triton.")
+
+
 def describe(e: BaseException, root: str) -> dict:
-    """Exception summary with only the traceback frames from the student's files."""
-    frames = [
-        f
-        for f in traceback.extract_tb(e.__traceback__)
-        if os.path.abspath(f.filename).startswith(os.path.abspath(root) + os.sep)
-    ]
+    """Exception summary with only the traceback frames from the student's files.
+
+    An exception Triton's interpreter wrapped (InterpreterError, with what the kernel raised as its
+    cause) is described as what the student's code raised, with the frames of both."""
+    tb = list(traceback.extract_tb(e.__traceback__))
+    for _ in range(8):
+        cause = e.__cause__
+        if not (_is_interpreter_error(e) and cause is not None):
+            break
+        e = cause
+        tb += traceback.extract_tb(e.__traceback__)
+    frames = [f for f in tb if os.path.abspath(f.filename).startswith(os.path.abspath(root) + os.sep)]
     text = "".join(traceback.format_list(frames[-8:]))
     if isinstance(e, SyntaxError) and e.filename:
         text += "".join(traceback.format_exception_only(type(e), e))
@@ -237,8 +270,23 @@ def describe(e: BaseException, root: str) -> dict:
     }
 
 
+def watch_for_dump_requests(fd: int) -> None:
+    """On SIGUSR1, write every thread's Python stack to ``fd`` (from C, so also while the main
+    thread is stuck in a loop or a C call) and carry on. Student code can replace or block the
+    handler: then the grader gets no stack and says less, nothing else changes."""
+    try:
+        import faulthandler
+
+        os.set_inheritable(fd, False)  # not for the student's subprocesses
+        faulthandler.register(signal.SIGUSR1, file=fd, all_threads=True, chain=False)
+    except (AttributeError, ValueError, OSError, RuntimeError):
+        pass
+
+
 def main(argv: list[str]) -> None:
     root, package, in_fd, out_fd = argv[0], argv[1], int(argv[2]), int(argv[3])
+    if len(argv) > 4:  # first: a hang anywhere after this can be located
+        watch_for_dump_requests(int(argv[4]))
     threads = int(os.environ.get("AUTOGRADER_THREADS", "0"))
     report: dict = {}
     spec = os.environ.pop("AG_SANDBOX", None)

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from autograder.client import fetch, routine, store
-from autograder.testing import assert_close, check_tensor
+from autograder.testing import assert_close, check_tensor, kind_of
 
 FLASH_FILE = ("transformer_lab", "flash.py")
 HEAD_DIMS = (16, 32, 64, 128)
@@ -344,8 +344,10 @@ def audited(student, student_client, name: str, *args, backward: torch.Tensor | 
     fn = fetch(getattr(student.flash, name))
     # compiled kernels (GPU) may spend a while compiling/autotuning on their first call
     timeout = 90.0 if on_gpu() else None
+    # Errors name the student's function, as if it had been called directly.
+    call = f"{FLASH_FILE[0]}.flash.{name}(...)" + (" followed by .backward()" if backward is not None else "")
     report = _check_report(routine(student_client, "audit_call", fn, *args, backward=backward, timeout=timeout,
-                                   **kwargs), what or name)
+                                   what=call, **kwargs), what or name)
     phase = "forward and backward" if backward is not None else "the forward"
     bad = forbidden_ops(report["ops"])
     if bad:
@@ -370,7 +372,7 @@ def forward_output(report: dict, what: str, shape: tuple, dtype: torch.dtype) ->
     out = report.get("output")
     if type(out) not in (tuple, list) or len(out) != 2:
         raise AssertionError(f"{what}: flash_attention_forward must return a pair (o, lse), got "
-                             f"{type(out).__name__}.")
+                             f"{kind_of(out)}.")
     o, lse = out
     check_tensor(o, f"{what}: o", shape=shape, dtype=dtype, device=device())
     check_tensor(lse, f"{what}: lse", shape=shape[:3], dtype=torch.float32, device=device())
@@ -466,7 +468,8 @@ def check_no_nxn(report: dict, n: int, what: str) -> None:
 def _timed_request(client, fn, stored, kwargs: dict, repeats: int, what: str, timeout: float) -> tuple[float, float]:
     """(median reported ms, grader wall seconds per call) of one cuda_time request."""
     t0 = time.perf_counter()
-    res = routine(client, "cuda_time", fn, stored, kwargs, repeats=repeats, warmup=0, timeout=timeout)
+    res = routine(client, "cuda_time", fn, stored, kwargs, repeats=repeats, warmup=0, timeout=timeout,
+                  what=f"timed GPU runs of {what}")
     wall = time.perf_counter() - t0
     ms = res.get("ms") if isinstance(res, dict) else None
     if type(ms) is not list or len(ms) != repeats or not all(type(x) is float and math.isfinite(x) and x > 0
@@ -492,7 +495,8 @@ def compare_cuda_times(a: tuple, b: tuple, kwargs: dict, *, rounds: int, repeats
     for client, fn, args in (a, b):
         stored = store(client, list(args))
         # warm-up: compilation and autotuning happen here, outside the timed requests
-        routine(client, "cuda_time", fn, stored, kwargs, repeats=1, warmup=1, timeout=warm_timeout)
+        routine(client, "cuda_time", fn, stored, kwargs, repeats=1, warmup=1, timeout=warm_timeout,
+                what=f"the first GPU runs (compilation, warm-up) of {what}")
         sides.append((client, fn, stored))
     reported, walls, a_ms, b_ms = [], [], [], []
     for r in range(rounds):
