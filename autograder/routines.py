@@ -53,6 +53,7 @@ class _Audit:
                 out = func(*args, **(kwargs or {}))
                 name = func.name()
                 audit.ops.add(name)
+                audit.calls += 1
                 if name.startswith(_VIEWS_OF_STORAGE):  # re-views of existing memory, not allocations
                     return out
                 for t in out if isinstance(out, (tuple, list)) else (out,):
@@ -63,6 +64,7 @@ class _Audit:
 
         self.mode = Mode()
         self.ops: set[str] = set()
+        self.calls = 0  # aten ops dispatched, repeats included
         self.max_numel = 0
         self.max_shape: list[int] = []
         self.max_op = ""
@@ -107,7 +109,7 @@ class _Audit:
 def audit_call(fn: Any, *args: Any, backward: Any = None, **kwargs: Any) -> dict:
     """Call ``fn`` under an audit; with ``backward`` (a grad_output), also backpropagate it.
 
-    Returns the output, the aten ops seen, the largest tensor created (numel, shape, op), the
+    Returns the output, the aten ops seen (and how many were dispatched), the largest tensor created (numel, shape, op), the
     number of Triton kernel launches and, with ``backward``, the input gradients. The audit runs
     in the worker, so it is a guard against honest mistakes and casual shortcuts; the grader also
     checks the submitted source itself.
@@ -123,6 +125,7 @@ def audit_call(fn: Any, *args: Any, backward: Any = None, **kwargs: Any) -> dict
     return {
         "output": out,
         "ops": sorted(audit.ops),
+        "calls": audit.calls,
         "max_numel": audit.max_numel,
         "max_shape": audit.max_shape,
         "max_op": audit.max_op,

@@ -23,13 +23,23 @@ def test_independent_kernel_gets_full_marks(flash_graded):
         assert p["score"] == p["max_score"] > 0, failures(res, name)
 
 
-@pytest.mark.parametrize("name", ["flash_bug_no_rescale", "flash_bug_causal_off_by_one", "flash_bug_lse_log2",
-                                  "flash_bug_no_tail_mask", "flash_bug_sdpa", "flash_bug_materialize"])
+KERNEL_BUGS = ["flash_bug_no_rescale", "flash_bug_causal_off_by_one", "flash_bug_lse_log2", "flash_bug_no_tail_mask",
+               "flash_bug_sdpa", "flash_bug_materialize"]
+
+
+@pytest.mark.parametrize("name", KERNEL_BUGS)
 def test_kernel_bugs_lose_flash_points(flash_graded, name):
     res = flash_graded[name]
     p = part(res, "flash")
     assert p["score"] < p["max_score"], name
     assert failures(res, "flash").strip()
+
+
+@pytest.mark.parametrize("name", KERNEL_BUGS)
+def test_public_tests_see_each_kernel_bug(flash_graded, name):
+    """selfcheck (public tests only, interpreter) must not predict full flash marks for a buggy kernel."""
+    public = [t for t in flash_graded[name].tests if t.extra_data["part"] == "flash" and t.extra_data["suite"] == "public"]
+    assert public and any(t.status == "failed" for t in public), name
 
 
 def test_forbidden_shortcuts_are_named(flash_graded):

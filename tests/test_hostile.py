@@ -200,7 +200,9 @@ def test_skips_count_as_failures_not_as_excluded_tests(corpus):
 def test_frozen_clocks_do_not_make_a_slow_mha_fast(corpus):
     res = corpus["results"]["faked_clock"]
     failed = [t for t in res.tests if t.extra_data["part"] == "mha" and t.status == "failed"]
-    assert len(failed) == 1 and "max_ratio" in failed[0].name, [(t.name, t.output) for t in failed]
+    # the hidden timing on the grader's clock, and the public count of operations per head (no clock at all)
+    assert sorted("max_ratio" in t.name for t in failed) == [False, True], [(t.name, t.output) for t in failed]
+    assert all("max_ratio" in t.name or "grows with the number of heads" in (t.output or "") for t in failed)
 
 
 def test_forged_results_are_replaced_by_the_graders(corpus, cfg):

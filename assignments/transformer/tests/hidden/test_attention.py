@@ -3,7 +3,7 @@ import pytest
 import torch
 from gradescope_utils.autograder_utils.decorators import weight
 
-from autograder.client import forward_backward
+from attention_helpers import check_bottom_right_causal, check_float64_kept, check_gradients
 from autograder.testing import assert_close, check_tensor
 from suite_helpers import randn, random_mask
 
@@ -36,21 +36,7 @@ def test_sdpa_random_shapes(student, reference, assignment, seed):
 @pytest.mark.parametrize("lq,lk", [(1, 7), (3, 8)], ids=["decode-1-query", "3-queries-8-keys"])
 def test_sdpa_causal_bottom_right(student, reference, assignment, lq, lk):
     """is_causal with Lq != Lk is bottom-right aligned (query i sees keys j <= i + Lk - Lq)"""
-    q, k, v = randn(2, 2, lq, 8, seed=23), randn(2, 2, lk, 8, seed=24), randn(2, 2, lk, 8, seed=25)
-    w = student.attention.attention_weights(q, k, is_causal=True)
-    check_tensor(w, "attention_weights(is_causal=True)", shape=(2, 2, lq, lk))
-    i = torch.arange(lq).unsqueeze(-1)
-    j = torch.arange(lk)
-    blocked = j > i + (lk - lq)
-    if (w.detach()[..., blocked] != 0).any():
-        raise AssertionError(
-            f"attention_weights(is_causal=True) with Lq={lq}, Lk={lk}: some query attends a key after its "
-            "own position. The rule is bottom-right aligned: query i may attend key j iff j <= i + (Lk - Lq)."
-        )
-    assert_close(student.attention.scaled_dot_product_attention(q, k, v, is_causal=True),
-                 reference.attention.scaled_dot_product_attention(q, k, v, is_causal=True),
-                 f"scaled_dot_product_attention(is_causal=True), Lq={lq}, Lk={lk}",
-                 assignment.tolerance("float32"))
+    check_bottom_right_causal(student, reference, assignment, lq, lk, seed=23)
 
 
 @weight(1)
@@ -81,28 +67,13 @@ def test_sdpa_large_logits(student, reference, assignment):
 @weight(1)
 def test_sdpa_gradients(student, reference, assignment):
     """gradients through your attention match the reference's for q, k and v"""
-    q, k, v = randn(2, 5, 8, seed=33), randn(2, 7, 8, seed=34), randn(2, 7, 6, seed=35)
-    mask = random_mask(2, 5, 7, seed=36)
-    g = randn(2, 5, 6, seed=37)
-    got = forward_backward(student.attention.scaled_dot_product_attention, [q, k, v],
-                           grad_output=g, wrt=[0, 1, 2], kwargs={"mask": mask})
-    qr, kr, vr = (t.clone().requires_grad_(True) for t in (q, k, v))
-    reference.attention.scaled_dot_product_attention(qr, kr, vr, mask=mask).backward(g)
-    tol = assignment.tolerance("grad32")
-    for name, mine, ref in zip("qkv", got["grads"], (qr.grad, kr.grad, vr.grad)):
-        if mine is None:
-            raise AssertionError(f"No gradient reached {name}: keep the computation differentiable "
-                                 "(no .detach(), torch.no_grad() or NumPy inside).")
-        assert_close(mine, ref, f"gradient with respect to {name}", tol)
+    check_gradients(student, reference, assignment, 5, 7, 8, 6, seed=33)
 
 
 @weight(0.5)
 def test_dtype_float64_kept(student, reference, assignment):
     """float64 inputs give a float64 output"""
-    q, k, v = (randn(2, 4, 8, seed=s, dtype=torch.float64) for s in (38, 39, 40))
-    assert_close(student.attention.scaled_dot_product_attention(q, k, v, is_causal=True),
-                 reference.attention.scaled_dot_product_attention(q, k, v, is_causal=True),
-                 "scaled_dot_product_attention in float64", assignment.tolerance("float64"))
+    check_float64_kept(student, reference, assignment, 2, 4, 8, seed=38)
 
 
 @weight(0.5)

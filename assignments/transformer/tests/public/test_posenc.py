@@ -15,7 +15,7 @@ from suite_helpers import randn
 pytestmark = pytest.mark.part("posenc")
 
 
-@weight(1.5)
+@weight(1)
 def test_sinusoidal_table(student, reference):
     """sinusoidal_encoding: sin on even columns, cos on odd columns, frequencies 10000^(-2i/d)"""
     table = oracle(reference, "posenc_oracles.sinusoidal_table", 128, 64)
@@ -24,7 +24,7 @@ def test_sinusoidal_table(student, reference):
                  check_dtype=False)
 
 
-@weight(1)
+@weight(0.75)
 def test_sinusoidal_module(student, reference):
     """SinusoidalPositionalEncoding has no parameters and returns x + PE[arange(L)]"""
     pe = student.posenc.SinusoidalPositionalEncoding(32, 128)
@@ -36,7 +36,7 @@ def test_sinusoidal_module(student, reference):
                  atol=table_atol(128), rtol=0)
 
 
-@weight(1)
+@weight(0.75)
 def test_learned_embedding(student):
     """LearnedPositionalEmbedding has one parameter weight (max_len, d) and returns x + weight[positions]"""
     w = randn(20, 16, seed=2)
@@ -57,10 +57,30 @@ def test_rope_formula(student, reference):
                  atol=ROPE_ATOL, rtol=0)
 
 
-@weight(1)
+@weight(0.5)
 def test_alibi_slopes_power_of_two(student, reference):
     """alibi_slopes(8) is the geometric sequence 2^(-8/n * (h+1))"""
     got = student.posenc.alibi_slopes(8)
     check_tensor(got, "alibi_slopes(8)", shape=(8,))
     assert_close(got, oracle(reference, "posenc_oracles.alibi_slopes", 8),
                  "alibi_slopes(8) vs 2^(-8/8 * (h+1)) = 1/2, 1/4, ..., 1/256", atol=1e-7, rtol=1e-5, check_dtype=False)
+
+
+@weight(0.5)
+def test_alibi_slopes_three_heads(student, reference):
+    """alibi_slopes(3), not a power of two: the slopes of 2 heads, then every other slope of 4"""
+    got = student.posenc.alibi_slopes(3)
+    check_tensor(got, "alibi_slopes(3)", shape=(3,))
+    assert_close(got, oracle(reference, "posenc_oracles.alibi_slopes", 3),
+                 "alibi_slopes(3) vs the paper's rule: alibi_slopes(2) = 1/16, 1/256, then every other slope of "
+                 "alibi_slopes(4) = 1/4", atol=1e-7, rtol=1e-5, check_dtype=False)
+
+
+@weight(1)
+def test_alibi_bias_decode(student, reference):
+    """alibi_bias(4, 2, 5): slope_h * (j - (i + Lk - Lq)), 0 where a query meets its own key (bottom-right)"""
+    got = student.posenc.alibi_bias(4, 2, 5)
+    check_tensor(got, "alibi_bias(4, 2, 5)", shape=(4, 2, 5))
+    assert_close(got, oracle(reference, "posenc_oracles.alibi_bias", 4, 2, 5),
+                 "alibi_bias(4, 2, 5) vs slope_h * (j - (i + Lk - Lq)) with alibi_slopes(4): query i is at "
+                 "position i + Lk - Lq", atol=1e-6, rtol=1e-5, check_dtype=False)
