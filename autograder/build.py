@@ -66,21 +66,80 @@ python3 -m venv .venv && .venv/bin/pip install torch kit/wheels/*.whl
 (On a machine without a GPU, `pip install torch --index-url https://download.pytorch.org/whl/cpu`
 gives the much smaller CPU build.)
 
-## Work
+## What to do
 
 Fill in the stubs in `{package}/` (each `raise NotImplementedError(...)` says where to start)
 and answer the questions in `answers.ipynb`.
 
+{parts}
+
+{docs}
+
 ## Check your work
 
 ```bash
-.venv/bin/autograder selfcheck          # runs the public tests, predicts your grade
-.venv/bin/autograder selfcheck --zip    # also writes submission.zip for Gradescope
+.venv/bin/autograder selfcheck               # the public tests on what you would submit, and a predicted grade
+.venv/bin/autograder selfcheck --part {first_part}  # one part while you work on it (--part again for more)
+.venv/bin/autograder selfcheck -v            # whole messages and everything your code printed
+.venv/bin/autograder selfcheck --call-limit 5  # a call that runs longer than 5 s fails at once (default {call_s:g} s)
+.venv/bin/autograder selfcheck --zip         # also writes submission.zip for Gradescope
 ```
 
-The public tests are a subset of the grading tests: passing them all is a good sign, not a
-guarantee. Upload `submission.zip` (it holds exactly: {files}).
+`selfcheck` grades exactly the files you would submit. A stub you have not written yet is one
+`TODO` line with its file and line; a failed test says what was wrong (shape, dtype, largest error
+and where, or what your code raised, in your file and line); a call that never finishes is stopped
+and the message says where in your code it was. The exit status is 0 only when every public test
+passes.
+
+The predicted grade is each part's public pass rate times its points. Grading also runs hidden
+tests, with other sizes and inputs{hidden}: passing every public test is a good sign, not a
+guarantee.
+{gpu}
+## Submit
+
+Upload `submission.zip` (it holds exactly: {files}).
 """
+
+_GPU_NOTE = {
+    "exclude": "tests that need a GPU (compiled kernels, speed against the reference, memory) are not "
+               "run on a grader without a GPU and then count for nothing",
+    "zero": "tests that need a GPU (compiled kernels, speed against the reference, memory) score 0 on a "
+            "grader without a GPU",
+}
+
+
+def kit_readme(cfg: Assignment, doc_names: list[str]) -> str:
+    """The student kit's README: set-up, the parts with their files and points, the documents in the
+    kit, how to check and submit (written from ``cfg`` so it never disagrees with the grader)."""
+    rows = ["| part | what | file | points |", "|---|---|---|---:|"]
+    for p in cfg.parts:
+        files = ", ".join(f"`{f}`" for f in p.files) or "(shares another part's file)"
+        rows.append(f"| `{p.name}` | {p.title} | {files} | {p.points:g}{' bonus' if p.bonus else ''} |")
+    regular = sum(p.points for p in cfg.parts if not p.bonus)
+    bonus = sum(p.points for p in cfg.parts if p.bonus)
+    parts = "\n".join(rows) + f"\n\nTotal: {regular:g} points" + (f", plus {bonus:g} bonus points." if bonus else ".")
+    docs = ""
+    if doc_names:
+        docs = "Read first:\n\n" + "\n".join(
+            f"- `kit/assignment/{name}`" + (": the contract your code must follow (names, arguments, shapes, "
+                                            "dtypes); the grader tests nothing beyond it" if name == "API.md" else
+                                            ": the written questions, also in `answers.ipynb`"
+                                            if name.startswith("handout") else "")
+            for name in doc_names)
+        docs += "\n- `kit/assignment/tests/public/`: the public tests, to see what is checked"
+    has_flash = any(f.endswith("flash.py") for f in cfg.submission_files)
+    gpu = ""
+    if has_flash:
+        gpu = ("\nOn a machine without a GPU, `selfcheck` runs your Triton kernels under Triton's interpreter "
+               "(it sets `TRITON_INTERPRET=1` for your code): the same kernels, slowly, at small sizes, in float32 "
+               f"and float16. At grading time, {_GPU_NOTE.get(cfg.gpu_policy, _GPU_NOTE['exclude'])}.\n")
+    hidden = {"after_due_date": " (you see their results after the due date)",
+              "after_published": " (you see their results once grades are published)",
+              "visible": " (you see their results as soon as you submit)"}.get(cfg.hidden_visibility, "")
+    first = next((p.name for p in cfg.parts if p.files), cfg.parts[0].name if cfg.parts else "NAME")
+    return KIT_README.format(title=cfg.title, package=cfg.package, parts=parts, docs=docs, first_part=first,
+                             call_s=cfg.time_limits.call_s, hidden=hidden, gpu=gpu,
+                             files=", ".join(f"`{f}`" for f in cfg.submission_files))
 
 
 class BuildError(Exception):
@@ -204,8 +263,9 @@ def build(cfg: Assignment, out_dir: Path) -> tuple[Path, Path]:
             rel = path.relative_to(tpl_root)
             if rel.parts[0] == cfg.package or path.suffix == ".ipynb":
                 kit[str(rel)] = path
-        files = ", ".join(f"`{f}`" for f in cfg.submission_files)
-        kit["README.md"] = KIT_README.format(title=cfg.title, package=cfg.package, files=files).encode()
+        docs = sorted(n.rsplit("/", 1)[-1] for n in kit if n.startswith("kit/assignment/") and n.count("/") == 2
+                      and n.endswith(".md"))
+        kit["README.md"] = kit_readme(cfg, docs).encode()
         kit_zip = out_dir / "student_kit.zip"
         _write_zip(kit_zip, kit)
     return ag_zip, kit_zip

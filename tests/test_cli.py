@@ -181,3 +181,22 @@ def test_bad_arguments_get_one_clear_line(args, message):
     res = runner.invoke(app, args)
     assert res.exit_code == 2, res.output
     assert message in " ".join(res.output.split()) and "Traceback" not in res.output
+
+
+def test_kit_readme_follows_the_config_and_the_cli(cfg):
+    """The student kit's README is written from assignment.toml, and every selfcheck option it shows exists."""
+    import re
+
+    from autograder.build import kit_readme
+
+    text = kit_readme(cfg, ["API.md", "handout_questions.md"])
+    for p in cfg.parts:
+        assert re.search(rf"\| `{p.name}` \| {re.escape(p.title)} \|.*\| {p.points:g}( bonus)? \|", text), p.name
+    regular = sum(p.points for p in cfg.parts if not p.bonus)
+    assert f"Total: {regular:g} points" in text and "kit/assignment/API.md" in text
+    assert all(f"`{f}`" in text.split("## Submit")[1] for f in cfg.submission_files)
+    assert f"default {cfg.time_limits.call_s:g} s" in text
+    shown = set(re.findall(r"selfcheck (--?[a-z-]+)", text))
+    assert {"--part", "-v", "--call-limit", "--zip"} <= shown
+    usage = runner.invoke(app, ["selfcheck", "--help"], terminal_width=200).output
+    assert all(option in usage for option in shown), (shown, usage)
