@@ -94,15 +94,27 @@ def load_manifest(cfg: Assignment) -> list[ManifestEntry]:
         return collect_manifest(cfg, Path(tmp) / "manifest.json")
 
 
-def _precheck(cfg: Assignment, root: Path) -> list[str]:
-    """Notes for the student about files the grader could not find."""
+def _precheck(cfg: Assignment, root: Path, parts: list[str] | None = None) -> list[str]:
+    """Notes for the student about files the grader could not find (with ``parts``, those of the
+    parts graded now by name, the others as a count: they fail no test of this run by themselves)."""
     if not root.is_dir():
         return [f"The submission directory {root} does not exist."]
     missing = [f for f in cfg.submission_files if not (root / f).exists()]
     if not missing:
         return []
-    notes = ["Missing from your submission: " + ", ".join(f"`{m}`" for m in missing)
-             + ". The tests that need them fail."]
+    if parts:
+        own = {f for p in cfg.parts if p.name in parts for f in p.files}
+        named, others = [m for m in missing if m in own], len([m for m in missing if m not in own])
+    else:
+        named, others = missing, 0
+    text = ""
+    if named:
+        text = ("Missing from your submission: " + ", ".join(f"`{m}`" for m in named)
+                + f". The tests that need {'them' if len(named) > 1 else 'it'} fail.")
+    if others:
+        text += (" " if text else "") + (f"{others} more submission file{'s are' if others > 1 else ' is'} missing, "
+                                         "for parts not graded in this run.")
+    notes = [text]
     if not (root / cfg.package).is_dir():
         notes.append(f"There is no `{cfg.package}/` folder at all: upload the package folder or its files.")
     return notes
@@ -238,7 +250,7 @@ def grade(cfg: Assignment, root: Path, out: Path | None = None, suite: Suite = "
     if sandbox:
         cfg = cfg.model_copy(update={"sandbox": cfg.sandbox.model_validate({**cfg.sandbox.model_dump(), **sandbox})})
     root = Path(root).resolve()
-    info = RunInfo(notes=list(notes or []) + _precheck(cfg, root))
+    info = RunInfo(notes=list(notes or []) + _precheck(cfg, root, parts))
     try:
         box = plan(cfg.sandbox, privilege)
         info.notes += box.notes

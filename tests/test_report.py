@@ -73,3 +73,19 @@ def test_progress_follows_the_records_file(tmp_path):
             time.sleep(0.1)
     assert seen[0] == (0, 3) and seen[-1] == (2, 3)
     assert [d for d, _ in seen] == sorted(d for d, _ in seen)  # never goes back
+
+
+def test_missing_files_are_named_for_the_parts_graded_now(cfg, tmp_path):
+    from autograder.runner import _precheck
+
+    (tmp_path / cfg.package).mkdir()
+    (tmp_path / cfg.package / "attention.py").write_text("")
+    everything = _precheck(cfg, tmp_path)
+    assert len(everything) == 1 and f"`{cfg.package}/mha.py`" in everything[0] and "answers.ipynb" in everything[0]
+    others = len(cfg.submission_files) - 2
+    [mha] = _precheck(cfg, tmp_path, ["mha"])
+    assert mha == (f"Missing from your submission: `{cfg.package}/mha.py`. The tests that need it fail. "
+                   f"{others} more submission files are missing, for parts not graded in this run.")
+    [attention] = _precheck(cfg, tmp_path, ["attention"])
+    assert attention == f"{others + 1} more submission files are missing, for parts not graded in this run."
+    assert _precheck(cfg, tmp_path / "nope") == [f"The submission directory {tmp_path / 'nope'} does not exist."]
