@@ -30,7 +30,8 @@ from .sandbox import Sandbox
 OUTPUT_HEAD = 6_000
 OUTPUT_TAIL = 4_000
 # A worker past its time limit is asked for its stacks, then killed: within DUMP_WAIT_S whatever
-# it does (a dump is complete once nothing more came for DUMP_QUIET_S), at most DUMP_MAX_BYTES read.
+# it does (a dump is complete once nothing more came for DUMP_QUIET_S after the request loop's
+# frame), at most DUMP_MAX_BYTES read.
 DUMP_WAIT_S = 0.5
 DUMP_QUIET_S = 0.1
 DUMP_MAX_BYTES = 256 * 1024
@@ -89,9 +90,12 @@ def stack_dump(proc: _Process) -> str:
             left = deadline - time.monotonic()
             if left <= 0:
                 break
-            if not select.select([fd], [], [], min(left, DUMP_QUIET_S) if data else left)[0]:
-                if data:
-                    break  # nothing more for a while: the dump is complete
+            # Complete once nothing more came for a while after the request loop's frame (faulthandler
+            # lists the main thread, which runs it, last); before that, a pause is not the end.
+            complete = b" in serve\n" in data
+            if not select.select([fd], [], [], min(left, DUMP_QUIET_S) if complete else left)[0]:
+                if complete:
+                    break
                 continue
             chunk = os.read(fd, DUMP_MAX_BYTES - len(data))
             if not chunk:
@@ -180,6 +184,9 @@ class WorkerClient:
     env: dict[str, str] = field(default_factory=dict)
     sandbox: Sandbox | None = None  # confinement the worker applies to itself (None: none)
     fork: bool = True  # start workers as forks of a fork server (see autograder.forkserver)
+    # On a timeout, say where in ``root/package`` the code was (off for code whose insides the
+    # reader must not see, such as the reference's in a student's message).
+    locate_hangs: bool = True
 
     def __post_init__(self) -> None:
         self.root = Path(self.root).resolve()
@@ -204,9 +211,6 @@ class WorkerClient:
         return self._generation
 
     def _start(self) -> _Process:
-        to_r, to_w = os.pipe()
-        from_r, from_w = os.pipe()
-        dump_r, dump_w = os.pipe()
         # (No PYTHON* variables: the worker runs `python -I`, which ignores them all.)
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
@@ -221,45 +225,61 @@ class WorkerClient:
         env.update(self.env)
         if self.sandbox is not None:
             env["AG_SANDBOX"] = self.sandbox.to_json()
-        def worker_args() -> list[str]:
-            return [str(self.root), self.package, str(to_r), str(from_w), str(dump_w)]
 
-        args = worker_args()
-        log = open(self._log_path, "ab")
+        # Requests go to_r -> worker, replies worker -> from_r, stack dumps worker -> dump_r. Each
+        # descriptor is closed once, by name: a failure halfway (EMFILE) closes only what exists.
+        fds: dict[str, int] = {}
+
+        def open_pipes() -> None:
+            for r, w in (("to_r", "to_w"), ("from_r", "from_w"), ("dump_r", "dump_w")):
+                fds[r], fds[w] = os.pipe()
+
+        def close(*names: str) -> None:
+            for name in names:
+                fd = fds.pop(name, -1)
+                if fd >= 0:
+                    try:
+                        os.close(fd)
+                    except OSError:
+                        pass
+
+        def worker_args() -> list[str]:
+            return [str(self.root), self.package, str(fds["to_r"]), str(fds["from_w"]), str(fds["dump_w"])]
+
+        worker_ends = ("to_r", "from_w", "dump_w")
+        log = None
         try:
+            open_pipes()
+            log = open(self._log_path, "ab")
             server = forkserver.server_for(env, self.limits.start_s) if self.fork else None
             popen = None
             if server is not None:
                 try:  # a fork of a process that has imported torch already: milliseconds
-                    popen = server.spawn(args, env, self._scratch.name, log.fileno(), (to_r, from_w, dump_w))
+                    popen = server.spawn(worker_args(), env, self._scratch.name, log.fileno(),
+                                         tuple(fds[n] for n in worker_ends))
                 except forkserver.ForkServerError:
                     # A late fork may hold these pipes: the worker started instead gets new ones.
-                    for fd in (to_r, to_w, from_r, from_w, dump_r, dump_w):
-                        os.close(fd)
-                    to_r, to_w = os.pipe()
-                    from_r, from_w = os.pipe()
-                    dump_r, dump_w = os.pipe()
-                    args = worker_args()
+                    close(*list(fds))
+                    open_pipes()
             if popen is None:
                 popen = subprocess.Popen(
-                    [sys.executable, "-I", "-m", "autograder.worker", *args],
+                    [sys.executable, "-I", "-m", "autograder.worker", *worker_args()],
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=log,
-                    pass_fds=(to_r, from_w, dump_w),
+                    pass_fds=tuple(fds[n] for n in worker_ends),
                     cwd=self._scratch.name,
                     env=env,
                     start_new_session=True,
                 )
         except BaseException:
-            for fd in (to_w, from_r, dump_r):
-                os.close(fd)
+            close("to_w", "from_r", "dump_r")
             raise
         finally:
-            log.close()
-            os.close(to_r)
-            os.close(from_w)
-            os.close(dump_w)
+            if log is not None:
+                log.close()
+            close(*worker_ends)
+        to_w, from_r, dump_r = fds["to_w"], fds["from_r"], fds["dump_r"]
         self._generation += 1
         proc = _Process(popen, to_w, from_r, self._generation, dump_r)
         self._proc = proc
@@ -318,11 +338,14 @@ class WorkerClient:
             write_frame(proc.to_worker, pack(message))
             reply = read_frame(proc.from_worker, time.monotonic() + timeout)
         except TimeoutError:
+            where = ""
             try:
-                where = where_it_was(stack_dump(proc), self.root, self.package)
-            except Exception:  # noqa: BLE001 - a detail of the message: the kill must happen regardless
+                if self.locate_hangs:
+                    where = where_it_was(stack_dump(proc), self.root, self.package)
+            except Exception:  # noqa: BLE001 - a detail of the message
                 where = ""
-            self._discard()
+            finally:  # also when a test timeout or Ctrl-C lands during the dump wait: never a stale worker
+                self._discard()
             label = self.label[0].upper() + self.label[1:]
             note = f"{label} did not finish within {timeout:g} s ({what}) and was stopped."
             if where:

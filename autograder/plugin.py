@@ -272,7 +272,7 @@ def reference(request: pytest.FixtureRequest, assignment: config_mod.Assignment,
 def reference_client(pytestconfig: pytest.Config, assignment: config_mod.Assignment):
     """A worker running the reference, for timing it under the same conditions as the student."""
     client = WorkerClient(assignment.reference_root, assignment.package, _limits(assignment),
-                          threads=assignment.worker_threads, label="the reference solution")
+                          threads=assignment.worker_threads, label="the reference solution", locate_hangs=False)
     pytestconfig._ag_clients = getattr(pytestconfig, "_ag_clients", []) + [client]  # type: ignore[attr-defined]
     yield client
     client.close()

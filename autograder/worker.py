@@ -251,8 +251,11 @@ def describe(e: BaseException, root: str) -> dict:
     cause) is described as what the student's code raised, with the frames of both."""
     tb = list(traceback.extract_tb(e.__traceback__))
     for _ in range(8):
-        cause = e.__cause__
-        if not (_is_interpreter_error(e) and cause is not None):
+        if not _is_interpreter_error(e):
+            break
+        # the slot itself: a class of the student's cannot answer through a property
+        cause = BaseException.__dict__["__cause__"].__get__(e)
+        if not isinstance(cause, BaseException):
             break
         e = cause
         tb += traceback.extract_tb(e.__traceback__)

@@ -232,6 +232,34 @@ def test_a_worker_that_takes_the_dump_signal_still_times_out_in_bounded_time(qui
     assert s.mod.add(1) == 2
 
 
+def test_an_interrupt_during_the_stack_dump_still_stops_the_worker(quick, monkeypatch):
+    """A test timeout or Ctrl-C that lands while the grader waits for the stacks: the hung worker is
+    still discarded, so the next request gets its own reply from a fresh worker."""
+    import autograder.client as client_mod
+
+    def interrupted(proc):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(client_mod, "stack_dump", interrupted)
+    s = quick.root_ref()
+    with pytest.raises(KeyboardInterrupt):
+        s.mod.spin()
+    monkeypatch.undo()
+    assert s.mod.add(41) == 42
+
+
+def test_the_reference_is_never_located(root):
+    """The reference's client does not say where its code was: a student must not read its insides."""
+    c = WorkerClient(root, "pkg", Limits(call_s=1, import_s=5, start_s=60), label="the reference solution",
+                     locate_hangs=False)
+    try:
+        with pytest.raises(WorkerTimeout) as e:
+            c.root_ref().mod.outer_call()
+    finally:
+        c.close()
+    assert str(e.value) == "The reference solution did not finish within 1 s (pkg.mod.outer_call(...)) and was stopped."
+
+
 def test_where_it_was_shows_only_the_students_files_briefly(tmp_path):
     root = tmp_path / "sub"
     pkg = root / "pkg"
