@@ -12,11 +12,13 @@ from __future__ import annotations
 import concurrent.futures
 import csv
 import queue
+import re
 import stat
 import statistics
 import tempfile
 import threading
 import zipfile
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -236,8 +238,66 @@ def write_reports(cfg: Assignment, subs: list[Submission], results: dict[str, Re
     if errors:
         lines.append(f"- runs that did not complete: {', '.join(errors)}")
     lines += ["", "| part | test pass rate |", "|---|---:|"] + [f"| {p} | {r:.0%} |" for p, r in rates.items()]
+    hardest = hardest_tests(results)
+    if hardest:
+        lines += ["", "## Tests failed most often", "",
+                  "In how many submissions written code failed each test (its variants together; a stub or a "
+                  "missing file counts apart), with the most common message, numbers replaced by #: what to go "
+                  "over again in class.", "",
+                  "| test | failed | not written | most common message |", "|---|---:|---:|---|"]
+        for h in hardest:
+            lines.append(f"| {_cell(h.name)} | {h.failed} / {h.graded} | {h.not_written} | {_cell(h.message)} |")
     lines += ["", "![totals](totals.png)", "", "![pass rates](pass_rates.png)", ""]
     (out_dir / "summary.md").write_text("\n".join(lines))
+
+
+@dataclass
+class Hardest:
+    name: str  # the test's name, its parameters ("[rope]") dropped: its variants count together
+    failed: int  # submissions in which written code failed it (any variant)
+    not_written: int  # submissions in which it failed only on a stub or a missing file or module
+    graded: int  # submissions in which it counted
+    message: str  # the most common first line of the failures of written code, numbers as #
+
+
+_NUMBER = re.compile(r"(?<![\w.])[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?", re.IGNORECASE)
+_PARAMS = re.compile(r" \[[^\[\]]*\]$")
+# First lines that say the code is not there yet, rather than wrong.
+_NOT_WRITTEN = re.compile(r"NotImplementedError|ModuleNotFoundError|No module named|not found in the submission|"
+                          r"Missing from your submission")
+
+
+def hardest_tests(results: dict[str, Results], limit: int = 15) -> list[Hardest]:
+    """The tests that written code failed in the most submissions (ties: the order of the results)."""
+    order: dict[str, int] = {}
+    graded: dict[str, set[str]] = {}
+    failed: dict[str, set[str]] = {}
+    missing: dict[str, set[str]] = {}
+    messages: dict[str, Counter] = {}
+    for sub, res in results.items():
+        for t in res.tests or []:
+            if t.status is None and not t.max_score:  # left out of the total (a GPU test without a GPU)
+                continue
+            name = _PARAMS.sub("", t.name or "")
+            order.setdefault(name, len(order))
+            graded.setdefault(name, set()).add(sub)
+            if t.status != "failed":
+                continue
+            output = (t.output or "").strip()
+            first = output.splitlines()[0] if output else "(no message)"
+            if _NOT_WRITTEN.search(first):
+                missing.setdefault(name, set()).add(sub)
+                continue
+            failed.setdefault(name, set()).add(sub)
+            messages.setdefault(name, Counter())[_NUMBER.sub("#", first)[:200]] += 1
+    ranked = sorted(failed, key=lambda n: (-len(failed[n]), order[n]))[:limit]
+    return [Hardest(n, len(failed[n]), len(missing.get(n, set()) - failed[n]), len(graded[n]),
+                    messages[n].most_common(1)[0][0]) for n in ranked]
+
+
+def _cell(text: str) -> str:
+    """Text for one cell of a Markdown table."""
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
 
 
 def _plots(totals: list[float], rates: dict[str, float], out_dir: Path) -> None:

@@ -27,6 +27,7 @@ def test_outputs(batch_run, cfg):
     assert "submission_reference" in q03 and "submission_template" in q03
     summary = (out / "summary.md").read_text()
     assert "| attention |" in summary and f"submissions: {len(rows)}" in summary
+    assert "## Tests failed most often" in summary and "ModuleNotFoundError" not in summary.split("most often")[1]
 
 
 def test_hostile_submissions_do_not_stop_the_batch(batch_run):
@@ -66,3 +67,35 @@ def test_force_regrades(tmp_path, cfg):
     seen = []
     again = grade_export(cfg, export, tmp_path / "out", force=True, progress=lambda i, w: seen.append(w))
     assert seen == ["0"] and first["submission_empty"].score == again["submission_empty"].score == 0
+
+
+def test_summary_names_the_tests_failed_most_often(tmp_path, cfg):
+    """What the class got wrong most, with the usual message (numbers as #), stubs counted apart."""
+    from autograder.batch import Submission, hardest_tests, write_reports
+    from autograder.results import Results
+    from autograder.results import TestCase as Case
+
+    def res(*cases):
+        return Results(score=0, tests=[Case(name=n, status=s, score=0, max_score=1, output=o, extra_data={"part": "mha"})
+                                       for n, s, o in cases])
+
+    stub = "Your code raised NotImplementedError in transformer_lab.mha.MultiHeadAttention(...): write it"
+    results = {
+        "a": res(("speed [2]", "failed", "ratio 4.96 | allowed 1.5\nmore"), ("speed [4]", "failed", "ratio 3.9 | allowed 1.5"),
+                 ("shape", "failed", stub), ("ok", "passed", "")),
+        "b": res(("speed [2]", "failed", "ratio 5.1 | allowed 1.5"), ("shape", "failed", "float32 (2, 7)"),
+                 ("ok", "passed", "")),
+        "c": res(("speed [2]", "failed", "took 9 s"), ("shape", "passed", ""), ("ok", "passed", ""),
+                 ("gpu", None, "")),  # a GPU test left out: not counted
+        "d": res(("speed [2]", "failed", "Your code raised ModuleNotFoundError in import of pkg.mha: No module named"),
+                 ("shape", "failed", "No module named 'pkg.mha'")),
+    }
+    hardest = hardest_tests(results)
+    # variants count once per submission; stubs and missing modules apart
+    assert [(h.name, h.failed, h.not_written, h.graded) for h in hardest] == [("speed", 3, 1, 4), ("shape", 1, 2, 4)]
+    assert hardest[0].message == "ratio # | allowed #" and hardest[1].message == "float32 (#, #)"
+    subs = [Submission(id=i, path=tmp_path) for i in results]
+    write_reports(cfg, subs, results, tmp_path)
+    summary = (tmp_path / "summary.md").read_text()
+    assert "## Tests failed most often" in summary
+    assert "| speed | 3 / 4 | 1 | ratio # \\| allowed # |" in summary

@@ -290,6 +290,9 @@ def static_problems(submission_dir: Path) -> list[str]:
 
 
 def require_clean_source(submission_dir: Path) -> None:
+    if not Path(submission_dir).joinpath(*FLASH_FILE).is_file():
+        raise AssertionError(f"{'/'.join(FLASH_FILE)} was not found in the submission, so no flash test can earn "
+                             "points: submit it with the other files.")
     problems = static_problems(submission_dir)
     if problems:
         shown = "\n".join(f"  - {p}" for p in problems[:10])
