@@ -200,6 +200,20 @@ def _try_all(name: str, make, current: tuple, ms_of, smoke: bool) -> list[dict]:
     return rows
 
 
+def _chosen_forward(flash, q, k, v) -> tuple:
+    """(BLOCK_M, BLOCK_N, launch options) that the reference's autotuner picks for this shape; its first
+    candidate when it cannot say (a Triton without ``best_config``)."""
+    bm, bn, warps, stages = flash.FWD_CONFIGS[0]
+    try:
+        flash.flash_attention_forward(q, k, v, is_causal=True)  # tunes for this shape
+        best = flash._fwd_autotuned().best_config
+        return best.kwargs["BLOCK_M"], best.kwargs["BLOCK_N"], {"num_warps": best.num_warps,
+                                                                "num_stages": best.num_stages}
+    except Exception as e:  # noqa: BLE001 - the sweep still runs, against the first candidate
+        print(f"  (autotuner's choice unknown: {e}; comparing against the first candidate)")
+        return bm, bn, {"num_warps": warps, "num_stages": stages}
+
+
 def sweep_forward(flash, torch, triton, q, k, v, ms_of, smoke: bool) -> list[dict]:
     """Time _attn_fwd (causal) over block sizes and launch options at one shape."""
     b, h, n, d = q.shape
@@ -216,7 +230,7 @@ def sweep_forward(flash, torch, triton, q, k, v, ms_of, smoke: bool) -> list[dic
                 HEAD_DIM=d, BLOCK_M=bm, BLOCK_N=bn, IS_CAUSAL=True, **opts)
         return call, (o, lse)
 
-    current = (32, 32, {}) if smoke else (128, 64, {"num_warps": 8, "num_stages": 3})
+    current = (32, 32, {}) if smoke else _chosen_forward(flash, q, k, v)
     return _try_all(f"forward, (B, H, N, D) = {(b, h, n, d)}, causal", make, current, ms_of, smoke)
 
 

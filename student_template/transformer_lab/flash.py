@@ -43,6 +43,8 @@ LOG2E = 1.4426950408889634  # log2(e): exp(x) == exp2(x * LOG2E)
 LN2 = 0.6931471805599453  # ln(2): log(x) == log2(x) * LN2
 HEAD_DIMS = (16, 32, 64, 128)
 AUTOTUNE_MIN_N = 1024  # on a GPU, autotune the forward's block sizes from this sequence length on
+# The forward's autotuning candidates on a GPU: (BLOCK_M, BLOCK_N, num_warps, num_stages).
+FWD_CONFIGS = ((128, 64, 8, 3), (128, 32, 4, 3), (64, 64, 4, 3), (64, 32, 4, 2))
 
 
 def _interpreting() -> bool:
@@ -195,8 +197,7 @@ def _fwd_autotuned():
     global _FWD_TUNED
     if _FWD_TUNED is None:
         configs = [
-            triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
-            for bm, bn, w, s in [(128, 64, 8, 3), (128, 32, 4, 3), (64, 64, 4, 3), (64, 32, 4, 2)]
+            triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s) for bm, bn, w, s in FWD_CONFIGS
         ]
         _FWD_TUNED = triton.autotune(configs, key=["N_KEY", "HEAD_DIM", "IS_CAUSAL"])(_attn_fwd)
     return _FWD_TUNED
