@@ -63,3 +63,13 @@ def check_float64_kept(student, reference, assignment, *shape: int, seed: int) -
                  reference.attention.scaled_dot_product_attention(q, k, v, is_causal=True),
                  "scaled_dot_product_attention in float64 (the output keeps the input's dtype)",
                  assignment.tolerance("float64"))
+
+
+def check_mask_and_causal(student, reference, assignment, b: int, h: int, n: int, d: int, *, seed: int) -> None:
+    """A (B, 1, Lq, Lk) boolean mask, broadcast over heads, combined with is_causal: a key is seen iff both allow it."""
+    q, k, v = randn(b, h, n, d, seed=seed), randn(b, h, n, d, seed=seed + 1), randn(b, h, n, d, seed=seed + 2)
+    mask = random_mask(b, 1, n, n, seed=seed + 3)
+    assert_close(student.attention.scaled_dot_product_attention(q, k, v, mask=mask, is_causal=True),
+                 reference.attention.scaled_dot_product_attention(q, k, v, mask=mask, is_causal=True),
+                 "scaled_dot_product_attention(mask=..., is_causal=True) with a (B, 1, Lq, Lk) mask: a key is "
+                 "attended only where the mask allows it AND it is not in the future", assignment.tolerance("float32"))

@@ -3,7 +3,7 @@ import pytest
 import torch
 from gradescope_utils.autograder_utils.decorators import weight
 
-from attention_helpers import check_bottom_right_causal, check_float64_kept, check_gradients
+from attention_helpers import check_bottom_right_causal, check_float64_kept, check_gradients, check_mask_and_causal
 from autograder.testing import assert_close
 from suite_helpers import randn, random_mask
 
@@ -72,19 +72,25 @@ def test_sdpa_causal_square(student, reference, assignment):
                  "scaled_dot_product_attention(is_causal=True), Lq == Lk", assignment.tolerance("float32"))
 
 
-@weight(1)
+@weight(0.75)
 def test_sdpa_causal_decode(student, reference, assignment):
     """is_causal with one query and 5 keys (decoding with a cache): the query sees every key"""
     check_bottom_right_causal(student, reference, assignment, 1, 5, seed=14)
 
 
-@weight(1)
+@weight(0.75)
 def test_sdpa_gradients_flow(student, reference, assignment):
     """gradients through your attention reach q, k and v and match the reference's"""
     check_gradients(student, reference, assignment, 4, 6, 8, 5, seed=15)
 
 
-@weight(1)
+@weight(0.75)
 def test_sdpa_float64(student, reference, assignment):
     """float64 inputs give a float64 output (no float32 cast inside)"""
     check_float64_kept(student, reference, assignment, 2, 2, 5, 8, seed=20)
+
+
+@weight(0.75)
+def test_sdpa_mask_and_causal(student, reference, assignment):
+    """a mask broadcast over heads combines with is_causal by AND"""
+    check_mask_and_causal(student, reference, assignment, 1, 2, 6, 8, seed=21)

@@ -10,7 +10,7 @@ from suite_helpers import randn
 pytestmark = pytest.mark.part("kv_cache")
 
 
-@weight(2)
+@weight(1.5)
 def test_update_appends(student):
     """update appends after the stored tokens and returns everything written so far, in order"""
     cache = student.kv_cache.KVCache(2, 1, 4, 16, 8)
@@ -42,11 +42,28 @@ def test_storage_preallocated(student):
 
 @weight(1)
 def test_overflow_raises(student):
-    """ValueError when an update would exceed max_seq_len"""
+    """exactly max_seq_len tokens fit; ValueError when an update would exceed max_seq_len"""
     cache = student.kv_cache.KVCache(1, 1, 2, 4, 8)
     update(cache, 0, randn(1, 2, 3, 8, seed=5), randn(1, 2, 3, 8, seed=6), stored=3)
     expect_student_error(lambda: cache.update(0, randn(1, 2, 2, 8, seed=7), randn(1, 2, 2, 8, seed=8)),
                          "ValueError", "KVCache(max_seq_len=4) holding 3 tokens, update with 2 more")
+    update(cache, 0, randn(1, 2, 1, 8, seed=9), randn(1, 2, 1, 8, seed=10), stored=4)  # the last free position
+    length(cache, 0, 4, "after filling KVCache(max_seq_len=4) exactly (3 tokens, then 1)")
+    expect_student_error(lambda: cache.update(0, randn(1, 2, 1, 8, seed=11), randn(1, 2, 1, 8, seed=12)),
+                         "ValueError", "KVCache(max_seq_len=4) holding 4 tokens, update with 1 more")
+
+
+@weight(0.5)
+def test_reset_empties(student):
+    """reset() forgets every stored token: length 0, and the next update returns only the new tokens"""
+    cache = student.kv_cache.KVCache(1, 1, 2, 4, 8)
+    update(cache, 0, randn(1, 2, 3, 8, seed=13), randn(1, 2, 3, 8, seed=14), stored=3)
+    cache.reset()
+    length(cache, 0, 0, "after reset()")
+    k, v = randn(1, 2, 4, 8, seed=15), randn(1, 2, 4, 8, seed=16)
+    k_all, v_all = update(cache, 0, k, v, stored=4)
+    exact(k_all, k, "k_all of the first update after reset() (only the new tokens)")
+    exact(v_all, v, "v_all of the first update after reset() (only the new tokens)")
 
 
 @weight(0.5)
