@@ -3,7 +3,7 @@ part (so selfcheck's prediction sees it), as well as in the whole grading.
 
 The fixture submissions are realistic buggy solutions written out in full; these mutants are one-line
 slips of the kind a student makes once the structure is right (a mask combined by OR, the wrong LayerNorm,
-an off-by-one at the cache's capacity). A new public test earns its place by catching one of them.
+an off-by-one at the cache's capacity, positions ignored). A new public test earns its place by catching one of them.
 """
 from __future__ import annotations
 
@@ -36,6 +36,10 @@ MUTANTS = {
     "ffn_after_norm1": ("block", "block.py", "return x + self.dropout(self.ffn(self.norm2(x)))",
                         "return x + self.dropout(self.ffn(self.norm1(x)))"),
     "no_attention_residual": ("block", "block.py", "x = x + attend(self.norm1(x))", "x = attend(self.norm1(x))"),
+    "explicit_positions_ignored": ("posenc", "posenc.py", "    return positions.to(x.device)",
+                                   "    return torch.arange(x.shape[-2], device=x.device)"),
+    "learned_ignores_positions": ("posenc", "posenc.py", "return x + self.weight[positions].to(x.dtype)",
+                                  "return x + self.weight[: x.shape[-2]].to(x.dtype)"),
 }
 
 
@@ -72,4 +76,5 @@ def test_public_and_hidden_suites_see_the_mutant(mutants_graded, name):
               if p != part and v["tests"] and v["score"] < v["max_score"]}
     # a slip in one part may only cost points in parts that build on it (block uses mha uses attention)
     assert set(others) <= {"attention": {"mha", "block", "model", "kv_cache"}, "mha": {"block", "model", "kv_cache"},
-                           "block": {"model", "kv_cache"}, "kv_cache": set()}[part], others
+                           "block": {"model", "kv_cache"}, "kv_cache": set(),
+                           "posenc": {"mha", "block", "model", "kv_cache"}}[part], others

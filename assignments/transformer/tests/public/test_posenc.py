@@ -46,7 +46,7 @@ def test_learned_embedding(student):
                  atol=1e-6, rtol=1e-6)
 
 
-@weight(1.5)
+@weight(1)
 def test_rope_formula(student, reference):
     """RotaryEmbedding rotates each adjacent pair (x[2i], x[2i+1]) by p * theta^(-2i/D)"""
     r = student.posenc.RotaryEmbedding(16, 256)
@@ -84,3 +84,19 @@ def test_alibi_bias_decode(student, reference):
     assert_close(got, oracle(reference, "posenc_oracles.alibi_bias", 4, 2, 5),
                  "alibi_bias(4, 2, 5) vs slope_h * (j - (i + Lk - Lq)) with alibi_slopes(4): query i is at "
                  "position i + Lk - Lq", atol=1e-6, rtol=1e-5, check_dtype=False)
+
+
+@weight(0.5)
+def test_explicit_positions(student, reference):
+    """explicit positions (e.g. continuing after a KV cache) pick PE[positions] and weight[positions], not 0..L-1"""
+    positions = torch.tensor([5, 6, 7])
+    x = randn(2, 3, 16, seed=17)
+    pe = student.posenc.SinusoidalPositionalEncoding(16, 32)
+    table = oracle(reference, "posenc_oracles.sinusoidal_table", 8, 16)
+    assert_close(pe(x, positions), (x.double() + table[5:8]).float(),
+                 "SinusoidalPositionalEncoding(16, 32)(x, positions=[5, 6, 7]): x + PE[5..7]",
+                 atol=table_atol(32), rtol=0)
+    w = randn(12, 16, seed=18)
+    m = learned_with_weight(student, 12, 16, w)
+    assert_close(m(x, positions), x + w[5:8],
+                 "LearnedPositionalEmbedding(12, 16)(x, positions=[5, 6, 7]): x + weight[5..7]", atol=1e-6, rtol=1e-6)
