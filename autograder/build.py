@@ -108,9 +108,10 @@ _GPU_NOTE = {
 }
 
 
-def kit_readme(cfg: Assignment, doc_names: list[str]) -> str:
+def kit_readme(cfg: Assignment, doc_names: list[str], gpu_tests: int) -> str:
     """The student kit's README: set-up, the parts with their files and points, the documents in the
-    kit, how to check and submit (written from ``cfg`` so it never disagrees with the grader)."""
+    kit, how to check and submit (written from ``cfg`` so it never disagrees with the grader);
+    ``gpu_tests`` (GPU-only tests in the manifest) adds the note on running without a GPU."""
     rows = ["| part | what | file | points |", "|---|---|---|---:|"]
     for p in cfg.parts:
         files = ", ".join(f"`{f}`" for f in p.files) or "(shares another part's file)"
@@ -127,10 +128,9 @@ def kit_readme(cfg: Assignment, doc_names: list[str]) -> str:
                                             if name.startswith("handout") else "")
             for name in doc_names)
         docs += "\n- `kit/assignment/tests/public/`: the public tests, to see what is checked"
-    has_flash = any(f.endswith("flash.py") for f in cfg.submission_files)
     gpu = ""
-    if has_flash:
-        gpu = ("\nOn a machine without a GPU, `selfcheck` runs your Triton kernels under Triton's interpreter "
+    if gpu_tests:
+        gpu = ("\nOn a machine without a GPU, `selfcheck` runs Triton kernels under Triton's interpreter "
                "(it sets `TRITON_INTERPRET=1` for your code): the same kernels, slowly, at small sizes, in float32 "
                f"and float16. At grading time, {_GPU_NOTE.get(cfg.gpu_policy, _GPU_NOTE['exclude'])}.\n")
     hidden = {"after_due_date": " (you see their results after the due date)",
@@ -265,7 +265,7 @@ def build(cfg: Assignment, out_dir: Path) -> tuple[Path, Path]:
                 kit[str(rel)] = path
         docs = sorted(n.rsplit("/", 1)[-1] for n in kit if n.startswith("kit/assignment/") and n.count("/") == 2
                       and n.endswith(".md"))
-        kit["README.md"] = kit_readme(cfg, docs).encode()
+        kit["README.md"] = kit_readme(cfg, docs, sum(e.gpu for e in read_manifest(cfg.manifest_path))).encode()
         kit_zip = out_dir / "student_kit.zip"
         _write_zip(kit_zip, kit)
     return ag_zip, kit_zip

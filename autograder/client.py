@@ -24,7 +24,7 @@ from typing import Any
 
 from . import forkserver
 from .errors import StaleObject, StudentCodeError, WorkerCrashed, WorkerTimeout
-from .protocol import ChannelClosed, Handle, ProtocolError, pack, read_frame, write_frame
+from .protocol import MAX_TYPE_NAME, ChannelClosed, Handle, ProtocolError, pack, read_frame, write_frame
 from .sandbox import Sandbox
 
 OUTPUT_HEAD = 6_000
@@ -569,7 +569,7 @@ def remote_type(ref: Remote) -> str:
     an older worker). Printable ASCII, at most 200 characters: text for messages only."""
     if ref._ag_handle_id is None or ref._ag_path:
         return ""
-    return _UNPRINTABLE.sub("?", ref._ag_qualname)[:200]
+    return _UNPRINTABLE.sub("?", ref._ag_qualname)[:MAX_TYPE_NAME]
 
 
 def store(client: WorkerClient, value: Any) -> Remote:

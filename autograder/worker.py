@@ -222,6 +222,8 @@ class Worker:
 
 def qualified_type(obj: Any) -> str:
     """``module.QualName`` of ``type(obj)`` (``numpy.ndarray``; builtins without a module), or ""."""
+    from autograder.protocol import MAX_TYPE_NAME
+
     try:
         cls = type(obj)
         qualname = type.__dict__["__qualname__"].__get__(cls)  # the type's own, never a student's property
@@ -229,8 +231,8 @@ def qualified_type(obj: Any) -> str:
         if not isinstance(qualname, str):
             return ""
         if not isinstance(module, str) or module in ("", "builtins"):
-            return qualname[:200]
-        return f"{module}.{qualname}"[:200]
+            return qualname[:MAX_TYPE_NAME]
+        return f"{module}.{qualname}"[:MAX_TYPE_NAME]
     except Exception:  # noqa: BLE001 - a message detail: never worth failing a request for
         return ""
 

@@ -189,7 +189,8 @@ def test_kit_readme_follows_the_config_and_the_cli(cfg):
 
     from autograder.build import kit_readme
 
-    text = kit_readme(cfg, ["API.md", "handout_questions.md"])
+    text = kit_readme(cfg, ["API.md", "handout_questions.md"], gpu_tests=3)
+    assert "Triton's interpreter" in text and "Triton's interpreter" not in kit_readme(cfg, [], gpu_tests=0)
     for p in cfg.parts:
         assert re.search(rf"\| `{p.name}` \| {re.escape(p.title)} \|.*\| {p.points:g}( bonus)? \|", text), p.name
     regular = sum(p.points for p in cfg.parts if not p.bonus)

@@ -119,8 +119,8 @@ def check_same_tokens(student, reference, positional: str, n: int = 12) -> None:
         )
 
 
-def check_cached_logits(student, reference, positional: str, tol, *, seed: int, batch: int, seq_len: int,
-                        prefill: int, **config) -> None:
+def check_cached_logits(student, reference, positional: str, tol, *, seed: int | None, tokens_seed: int, batch: int,
+                        seq_len: int, prefill: int, **config) -> None:
     """A ``prefill``-token prefill into an empty cache, then one token at a time up to ``seq_len``: every call's
     logits equal those of the student's own forward without cache (the prefill: at all its positions, not only
     the last one, which is all that generate reads)."""
@@ -128,7 +128,7 @@ def check_cached_logits(student, reference, positional: str, tol, *, seed: int, 
     config = {**LM_CONFIG, **config}
     layers, heads, d = config["num_layers"], config["num_heads"], config["d_model"]
     cache = student.kv_cache.KVCache(layers, batch, heads, config["max_seq_len"], d // heads)
-    seq = tokens(batch, seq_len, seed=seed + 1000, vocab=config["vocab_size"])
+    seq = tokens(batch, seq_len, seed=tokens_seed, vocab=config["vocab_size"])
     name = f"TransformerLM(positional={positional!r}, num_layers={layers})"
     want = model(seq[:, :prefill])
     try:

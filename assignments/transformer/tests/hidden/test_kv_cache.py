@@ -4,10 +4,10 @@ import torch
 from gradescope_utils.autograder_utils.decorators import weight
 
 from autograder.client import fetch
-from autograder.testing import (TimedCall, assert_close, best_measurement, check_tensor, expect_student_error,
+from autograder.testing import (TimedCall, best_measurement, check_tensor, expect_student_error,
                                 time_alternating)
-from kv_cache_helpers import (LM_CONFIG, POSITIONAL, check_same_tokens, exact, generated, length, seeded_lm,
-                              storage, tokens, update)
+from kv_cache_helpers import (POSITIONAL, check_cached_logits, check_same_tokens, exact, generated, length,
+                              seeded_lm, storage, tokens, update)
 from suite_helpers import randn
 
 pytestmark = pytest.mark.part("kv_cache")
@@ -97,21 +97,9 @@ def test_generate_same_tokens(student, reference, positional):
 @pytest.mark.parametrize("positional", POSITIONAL)
 def test_cached_logits_match_full_forward(student, reference, assignment, positional):
     """prefill, then one token at a time: each step's logits equal the last position of a full forward"""
-    model = seeded_lm(student, reference, positional)
-    layers, heads, d = LM_CONFIG["num_layers"], LM_CONFIG["num_heads"], LM_CONFIG["d_model"]
-    cache = student.kv_cache.KVCache(layers, 2, heads, LM_CONFIG["max_seq_len"], d // heads)
-    seq, prefill = tokens(2, 12, seed=500), 5
-    tol = assignment.tolerance("grad32")  # float32 accumulated over two layers, in a different order
-    name = f"TransformerLM(positional={positional!r})"
-    assert_close(model(seq[:, :prefill], kv_cache=cache), model(seq[:, :prefill]),
-                 f"{name} logits of a {prefill}-token prefill into an empty cache vs a forward without cache", tol)
-    for t in range(prefill, seq.shape[1]):
-        assert_close(model(seq[:, t:t + 1], kv_cache=cache), model(seq[:, :t + 1])[:, -1:],
-                     f"{name} logits of token {t} fed alone after {t} cached tokens vs the last position of a "
-                     f"forward without cache on all {t + 1} tokens (positions must continue at "
-                     "kv_cache.length(0))", tol)
-    for layer in range(layers):
-        length(cache, layer, seq.shape[1], f"after a {prefill}-token prefill and single-token steps through the model")
+    # float32 accumulated over two layers, in a different order than without the cache
+    check_cached_logits(student, reference, positional, assignment.tolerance("grad32"), seed=None, tokens_seed=500,
+                        batch=2, seq_len=12, prefill=5)
 
 
 SPEED_ATTEMPTS = 3  # measured again while failing: a loaded machine must not cost a correct cache its points
