@@ -46,6 +46,24 @@ class SandboxLimits(_Strict):
     isolate_network: bool = Field(True, description="a new network namespace without any interface up")
 
 
+class Platform(_Strict):
+    """The container grading runs in on Gradescope (its Autograder Settings), so that a grade is
+    complete before the platform kills the run: a run killed there gives the student 0 and no feedback."""
+
+    timeout_s: float = Field(600.0, gt=0, description="the autograder timeout set on Gradescope (default 10 min)")
+    reserve_s: float = Field(45.0, ge=0, description="kept back from timeout_s for starting up, writing "
+                             "results.json and stopping every process")
+    memory_mb: int = Field(768, gt=0, description="memory the whole grading needs (measured peak plus margin); "
+                           "run_autograder tells the instructor when the container has less")
+    cpus: float = Field(0.5, gt=0, description="CPUs grading needs to finish well within timeout_s")
+
+    @model_validator(mode="after")
+    def _reserve_fits(self) -> Platform:
+        if self.reserve_s >= self.timeout_s:
+            raise ValueError("reserve_s must be smaller than timeout_s")
+        return self
+
+
 class Tolerance(_Strict):
     atol: float = Field(ge=0)
     rtol: float = Field(ge=0)
@@ -102,6 +120,7 @@ class Assignment(_Strict):
     parts: list[Part]
     time_limits: TimeLimits = Field(default_factory=TimeLimits)
     sandbox: SandboxLimits = Field(default_factory=SandboxLimits)
+    gradescope: Platform = Field(default_factory=Platform)
     tolerances: dict[str, Tolerance] = Field(default_factory=dict)
     performance: dict[str, Performance] = Field(default_factory=dict)
 
