@@ -10,6 +10,7 @@ that unzip + one install + `autograder selfcheck` works without this repository.
 from __future__ import annotations
 
 import json
+import math
 import os
 import stat
 import subprocess
@@ -269,6 +270,31 @@ def build(cfg: Assignment, out_dir: Path) -> tuple[Path, Path]:
         kit_zip = out_dir / "student_kit.zip"
         _write_zip(kit_zip, kit)
     return ag_zip, kit_zip
+
+
+GRADESCOPE_MAX_TIMEOUT_S = 40 * 60  # the most Gradescope's Autograder Settings allow
+
+
+def gradescope_settings(cfg: Assignment) -> str:
+    """What to choose in the assignment's Autograder Settings on Gradescope, from ``[gradescope]``:
+    a run the platform kills for memory or time gives the student 0 and no feedback."""
+    from .container import format_mb
+
+    g = cfg.gradescope
+    minutes = math.ceil(g.timeout_s / 60 - 1e-9)
+    lines = [
+        "Gradescope, the assignment's Autograder Settings (from [gradescope] in assignment.toml):",
+        f"  timeout: {minutes} min ({g.timeout_s:g} s; grading plans for {g.timeout_s - g.reserve_s:g} s "
+        f"of it, {g.reserve_s:g} s kept back)",
+        f"  memory:  at least {format_mb(g.memory_mb)}",
+        f"  CPUs:    at least {g.cpus:g}",
+    ]
+    if g.timeout_s > GRADESCOPE_MAX_TIMEOUT_S:
+        lines.append(f"  (Gradescope allows a timeout of at most {GRADESCOPE_MAX_TIMEOUT_S // 60} min: "
+                     "lower timeout_s, or grading will be planned for time it does not get)")
+    lines += ["The measured figures behind them: docs/benchmarks.md. run_autograder checks its container",
+              "and says at the top of the results which setting to raise when it has less."]
+    return "\n".join(lines)
 
 
 def write_submission_zip(cfg: Assignment, root: Path, zip_path: Path) -> list[str]:

@@ -270,7 +270,7 @@ def build(
     out_dir: Path = typer.Option(Path("dist"), "--out", help="where to write the zips"),
 ) -> None:
     """Build dist/autograder.zip (for Gradescope) and dist/student_kit.zip (for students)."""
-    from .build import BuildError
+    from .build import BuildError, gradescope_settings
     from .build import build as run_build
 
     cfg = _load(assignment)
@@ -281,6 +281,7 @@ def build(
         console.print(f"[red]error:[/red] {e}")
         raise typer.Exit(1) from None
     out.print(f"wrote {ag_zip} (upload to Gradescope) and {kit_zip} (give to students)")
+    out.print(gradescope_settings(cfg), markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()

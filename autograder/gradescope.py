@@ -3,6 +3,11 @@
 ``python -m autograder.gradescope [--root /autograder] [--assignment DIR]``. The root defaults to
 $AUTOGRADER_ROOT, else /autograder, so the project's tests can run the whole Gradescope layout
 (source/, submission/, results/) in a temporary directory exactly as Gradescope would.
+
+A run Gradescope kills (memory, timeout) gives the student 0 and no feedback, so grading first
+reads the container's limits (``$AUTOGRADER_CGROUP_ROOT`` fakes them in tests), tells the instructor
+at the top of the results what to raise when they are short of ``[gradescope]``, and plans the
+whole run within the platform's timeout less its reserve.
 """
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ import time
 import traceback
 from pathlib import Path
 
+from .container import ContainerLimits, advice, read_limits
 from .results import Results, TestCase
 from .sandbox import ensure_user, kill_user
 
@@ -37,6 +43,30 @@ def fallback_results(message: str, assignment: Path | None) -> Results:
         pass
     return Results(score=0.0, output=f"**The autograder could not grade this submission.** {message}",
                    output_format="md", tests=tests or None)
+
+
+# Grading is given at least this long, however late it starts (the deadline is the runner's total_s).
+MIN_TOTAL_S = 5.0
+
+
+def grading_budget(cfg, elapsed_s: float) -> float:
+    """``total_s`` for the runner: what is left of Gradescope's timeout after its reserve and the
+    ``elapsed_s`` already spent, never more than ``[time_limits] total_s``."""
+    platform = cfg.gradescope
+    left = platform.timeout_s - platform.reserve_s - elapsed_s
+    return max(MIN_TOTAL_S, min(cfg.time_limits.total_s, left))
+
+
+def add_container(results: Results, limits: ContainerLimits, note: str, needs: dict | None) -> Results:
+    """The container's limits into extra_data["container"]; ``note`` (the advice) on top of the output."""
+    extra = dict(results.extra_data or {})
+    extra["container"] = {**limits.to_dict(), **({"needs": needs} if needs else {}),
+                          **({"advice": note} if note else {})}
+    results.extra_data = extra
+    if note:
+        results.output = note + ("\n\n" + results.output if results.output else "")
+        results.output_format = results.output_format or "md"
+    return results
 
 
 def lock_down(root: Path, user: str) -> pwd.struct_passwd | None:
@@ -79,6 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     results_path = root / "results" / "results.json"
     assignment = args.assignment or default_assignment(root)
     start = time.monotonic()
+    limits = read_limits()
+    print(f"container: {limits.describe()}", flush=True)
+    note, needs = "", None
     try:
         from .config import load
         from .runner import grade
@@ -87,13 +120,20 @@ def main(argv: list[str] | None = None) -> int:
         if assignment is None:
             raise RuntimeError(f"no assignment found under {root / 'source' / 'assignments'}")
         cfg = load(assignment)
+        needs = {"memory_mb": cfg.gradescope.memory_mb, "cpus": cfg.gradescope.cpus}
+        note = advice(limits, cfg.gradescope)
+        if note:
+            print(note, flush=True)
         account = lock_down(root, cfg.sandbox.user)
         try:
             with tempfile.TemporaryDirectory(prefix="ag-submission-") as work:
                 report = copy_submission(root / "submission", Path(work), cfg)
                 print(f"copied {report.copied}; missing {report.missing}", flush=True)
+                total_s = grading_budget(cfg, time.monotonic() - start)
+                print(f"grading within {total_s:.0f} s (Gradescope timeout {cfg.gradescope.timeout_s:g} s, "
+                      f"{cfg.gradescope.reserve_s:g} s kept back)", flush=True)
                 results = grade(cfg, Path(work), None, suite="all", parts=args.part or None,
-                                notes=report.notes, privilege="require")
+                                time_limits={"total_s": total_s}, notes=report.notes, privilege="require")
         finally:
             if account is not None:  # nothing of the student's outlives grading
                 kill_user(account.pw_uid)
@@ -101,6 +141,10 @@ def main(argv: list[str] | None = None) -> int:
         traceback.print_exc()
         results = fallback_results(f"{type(e).__name__}: {e}", assignment)
         results.execution_time = round(time.monotonic() - start, 2)
+    try:
+        results = add_container(results, limits, note, needs)
+    except Exception:  # noqa: BLE001 - the grade matters more than the note
+        traceback.print_exc()
     results.write(results_path)
     print(f"wrote {results_path}: score {results.score}", flush=True)
     return 0
