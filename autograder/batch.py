@@ -160,7 +160,7 @@ def grade_export(cfg: Assignment, export: Path, out_dir: Path, workers: int = 1,
                 with tempfile.TemporaryDirectory(prefix="ag-sub-") as work_dir:
                     report = copy_submission(sub.path, Path(work_dir), cfg)
                     res = grade(cfg, Path(work_dir), path, time_limits=time_limits, notes=report.notes, env=env,
-                                parts=parts, sandbox=sandbox)
+                                parts=parts, sandbox=sandbox, host_server=True)
             except Exception as e:  # noqa: BLE001 - one submission never stops the batch
                 from .gradescope import fallback_results
 

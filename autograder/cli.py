@@ -366,13 +366,13 @@ def verify(
     problems += point_mismatches(cfg.parts, entries)
     _check_parts(cfg, part)
     with _grading("Grading the reference") as progress:
-        ref = run_grade(cfg, cfg.reference_root, parts=part or None, progress=progress)
+        ref = run_grade(cfg, cfg.reference_root, parts=part or None, progress=progress, host_server=True)
     _show(ref, cfg, "Reference")
     for t in ref.tests or []:
         if (t.score or 0) < (t.max_score or 0):
             problems.append(f"reference loses points on {t.name}: {(t.output or '').strip()[:200]}")
     with _grading("Grading the student template") as progress:
-        tpl = run_grade(cfg, cfg.template_root, parts=part or None, progress=progress)
+        tpl = run_grade(cfg, cfg.template_root, parts=part or None, progress=progress, host_server=True)
     _show(tpl, cfg, "Student template", failures=False)
     if (tpl.score or 0) > 0:
         problems.append(f"the template scores {tpl.score:g} > 0")

@@ -7,9 +7,17 @@ send a request. A crash, exit or hang fails only the current request; the next r
 starts a fresh worker. Before it kills a worker that ran past its time limit, the client asks it
 for its Python stacks (``SIGUSR1``, see :func:`autograder.worker.watch_for_dump_requests`) and
 says where in the student's files it was (:func:`where_it_was`).
+
+Time budget: a call that runs past its limit is located exactly (halfway through the limit and
+again at the end the worker reports its student frames, see :class:`autograder.worker.HangWatch`:
+one still running at both is the function that hung). The client remembers it (:class:`Hang`) and
+gives every later worker its list, so later calls of that function fail at once with a message
+naming the test where it first hung instead of costing the full limit in every test. No request
+runs past ``deadline`` (the grading's time budget, wall clock), whatever its own limit.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import select
@@ -36,6 +44,31 @@ DUMP_WAIT_S = 0.5
 DUMP_QUIET_S = 0.1
 DUMP_MAX_BYTES = 256 * 1024
 DUMP_FRAMES_SHOWN = 5
+# The hang report (SIGUSR2): within HANG_WAIT_S, at most HANG_MAX_BYTES.
+HANG_WAIT_S = 0.3
+HANG_MAX_BYTES = 64 * 1024
+HANG_REPORT_PREFIX = b"AGHANG "
+# Calls shorter than this are never marked halfway (a hang there costs little anyway).
+MARK_MIN_S = 2.0
+
+
+@dataclass(frozen=True)
+class Hang:
+    """A function of the student's that ran past a call's time limit: ``frames`` are the student
+    frames that were running both halfway and at the end (innermost first; file relative to the
+    root), ``test`` the test it happened in, ``limit_s`` the limit it ran past."""
+
+    frames: tuple[dict, ...]
+    test: str
+    limit_s: float
+
+    @property
+    def name(self) -> str:
+        """How messages name it, at the start of a sentence."""
+        f = self.frames[0]
+        if f["name"] == "<module>":
+            return f"The top level of {f['file']}"
+        return f"Your function {f['qualname']} ({f['file']}, line {f['first']})"
 
 
 @dataclass
@@ -104,6 +137,62 @@ def stack_dump(proc: _Process) -> str:
     except (OSError, ValueError):
         pass
     return data.decode("ascii", "replace")
+
+
+def hang_report(proc: _Process, root: Path, package: str) -> list[dict] | None:
+    """Ask the worker for its hang report (SIGUSR2) and return its student frames, innermost
+    first, each ``{file, line, name, qualname, first, held}``; None when none came in time.
+
+    The report is the student's process's to write: only well-formed frames of files inside
+    ``root/package`` are kept, every string is cut short and stripped to printable ASCII."""
+    fd = proc.dumps
+    if fd < 0 or proc.popen.poll() is not None:
+        return None
+    deadline = time.monotonic() + HANG_WAIT_S
+    data = bytearray()
+    try:
+        drained = 0  # what is there already was not written for this request
+        while drained < 4 * DUMP_MAX_BYTES and select.select([fd], [], [], 0)[0]:
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                return None
+            drained += len(chunk)
+        os.kill(proc.popen.pid, signal.SIGUSR2)
+        while b"\n" not in data and len(data) < HANG_MAX_BYTES:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                break
+            chunk = os.read(fd, HANG_MAX_BYTES - len(data))
+            if not chunk:
+                break
+            data += chunk
+    except (OSError, ValueError):
+        return None
+    line = bytes(data).split(b"\n", 1)[0]
+    if not line.startswith(HANG_REPORT_PREFIX) or b"\n" not in data:
+        return None
+    try:
+        frames = json.loads(line[len(HANG_REPORT_PREFIX):])["frames"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(frames, list):
+        return None
+    base = os.path.normpath(package)
+    out = []
+    for f in frames[:64]:
+        if not isinstance(f, dict):
+            return None
+        file, name, qualname = f.get("file"), f.get("name"), f.get("qualname")
+        line_no, first, held = f.get("line"), f.get("first"), f.get("held")
+        if not (isinstance(file, str) and isinstance(name, str) and isinstance(qualname, str)
+                and type(line_no) is int and type(first) is int and type(held) is bool):
+            return None
+        rel = os.path.normpath(file)
+        if os.path.isabs(rel) or not rel.startswith(base + os.sep) or ".." in rel.split(os.sep):
+            continue
+        out.append({"file": _UNPRINTABLE.sub("?", rel)[:160], "line": line_no, "name": _UNPRINTABLE.sub("?", name)[:80],
+                    "qualname": _UNPRINTABLE.sub("?", qualname)[:120], "first": first, "held": held})
+    return out
 
 
 _DUMP_THREAD = re.compile(r"(?:Current thread|Thread) 0x[0-9a-fA-F]+\b")
@@ -187,6 +276,10 @@ class WorkerClient:
     # On a timeout, say where in ``root/package`` the code was (off for code whose insides the
     # reader must not see, such as the reference's in a student's message).
     locate_hangs: bool = True
+    # The grading's time budget (time.time()): no request waits past it. None: no budget.
+    deadline: float | None = None
+    # The test running now (its name in results.json), for messages about hangs in later tests.
+    test_name: str = ""
 
     def __post_init__(self) -> None:
         self.root = Path(self.root).resolve()
@@ -204,6 +297,7 @@ class WorkerClient:
         self._log_path.touch()
         self._import_failures: dict[str, Exception] = {}
         self._imported: set[tuple[int, str]] = set()
+        self.hangs: list[Hang] = []  # functions that ran past a limit, for the workers' breakers
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -292,6 +386,9 @@ class WorkerClient:
             raise WorkerTimeout(
                 f"The worker that runs {self.label} did not start within {self.limits.start_s:.0f} s."
             ) from None
+        if self.hangs:
+            chains = [[{**f, "index": i} for f in h.frames] for i, h in enumerate(self.hangs)]
+            self._exchange(proc, {"op": "breaker", "chains": chains}, self.limits.start_s, "starting the worker")
         return proc
 
     def _ensure(self) -> _Process:
@@ -334,32 +431,53 @@ class WorkerClient:
 
     # ------------------------------------------------------------------ requests
     def _exchange(self, proc: _Process, message: dict, timeout: float, what: str) -> Any:
+        budget_cut = False
+        if self.deadline is not None:
+            left = self.deadline - time.time()
+            if left < timeout:
+                timeout, budget_cut = max(left, 0.5), True
         try:
             write_frame(proc.to_worker, pack(message))
-            reply = read_frame(proc.from_worker, time.monotonic() + timeout)
+            start = time.monotonic()
+            if self.locate_hangs and timeout >= MARK_MIN_S and proc.dumps >= 0:
+                # halfway: mark the frames running now (a function still running at the end hung)
+                if not select.select([proc.from_worker], [], [], timeout / 2)[0] and proc.popen.poll() is None:
+                    try:
+                        os.kill(proc.popen.pid, signal.SIGUSR2)
+                    except OSError:
+                        pass
+            reply = read_frame(proc.from_worker, start + timeout)
         except TimeoutError:
-            where = ""
+            where, frames = "", None
             try:
                 if self.locate_hangs:
+                    frames = hang_report(proc, self.root, self.package)
                     where = where_it_was(stack_dump(proc), self.root, self.package)
             except Exception:  # noqa: BLE001 - a detail of the message
                 where = ""
             finally:  # also when a test timeout or Ctrl-C lands during the dump wait: never a stale worker
                 self._discard()
             label = self.label[0].upper() + self.label[1:]
-            note = f"{label} did not finish within {timeout:g} s ({what}) and was stopped."
+            note = f"{label} did not finish within {timeout:g} s ({what}) and was stopped"
+            note += (": the grading's time budget was used up." if budget_cut else ".")
             if where:
                 note += f" At that moment {where}."
+            hang = self._note_hang(frames or [], timeout)
+            if hang is not None and not budget_cut:
+                note += (f" {hang.name} had been running for at least {timeout / 2:g} s:"
+                         f" from now on every call of it in this grading fails at once"
+                         f" instead of waiting {timeout:g} s again.")
             raise WorkerTimeout(note) from None
         except (ChannelClosed, BrokenPipeError, ProtocolError) as e:
-            try:
-                code = proc.popen.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                code = None
+            invalid = isinstance(e, ProtocolError) and not isinstance(e, ChannelClosed)
+            code = None
+            if not invalid:  # it is ending: how? (a worker that sent garbage is stopped at once)
+                try:
+                    code = proc.popen.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    pass
             self._discard()
-            reason = describe_exit(code)
-            if isinstance(e, ProtocolError) and not isinstance(e, ChannelClosed):
-                reason = f"sent an invalid reply ({e}) and was stopped"
+            reason = f"sent an invalid reply ({e}) and was stopped" if invalid else describe_exit(code)
             raise WorkerCrashed(f"The worker running {self.label} {reason} during {what}.") from None
         except BaseException:
             # Interrupted mid-request (test timeout, Ctrl-C): the worker state is unknown.
@@ -371,12 +489,36 @@ class WorkerClient:
         if reply["ok"] is True:
             return reply.get("value")
         err = reply.get("error") if isinstance(reply.get("error"), dict) else {}
+        index = err.get("hung_before")
+        if type(index) is int and 0 <= index < len(self.hangs):
+            hang = self.hangs[index]
+            where = f'in an earlier test, "{hang.test}",' if hang.test else "in an earlier call"
+            text = (f"{hang.name} did not finish {where} where it was stopped after {hang.limit_s:g} s;"
+                    f" so this call of it ({what}) was stopped at once instead of waiting again."
+                    " Fix that hang first.")
+            trace = str(err.get("traceback", ""))[:4000].rstrip()
+            raise WorkerTimeout(text + (f"\nCalled from:\n{trace}" if trace else ""))
         raise StudentCodeError(
             what,
             str(err.get("type", "Exception"))[:200],
             str(err.get("message", ""))[:4000],
             str(err.get("traceback", ""))[:4000],
         )
+
+    def _note_hang(self, frames: list[dict], limit_s: float) -> Hang | None:
+        """Remember the functions that were running both halfway and at the end of a call that ran
+        past its limit (innermost first): later workers fail their calls at once."""
+        held = tuple({k: f[k] for k in ("file", "name", "qualname", "first")} for f in frames if f.get("held"))
+        if not held:
+            return None
+        for old in self.hangs:
+            if old.frames == held:
+                return old
+        if len(self.hangs) >= 50:
+            return None
+        hang = Hang(held, self.test_name, limit_s)
+        self.hangs.append(hang)
+        return hang
 
     def request(self, message: dict, what: str, timeout: float | None = None) -> Any:
         proc = self._ensure()

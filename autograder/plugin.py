@@ -41,6 +41,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--ag-time-limits", help="JSON object overriding [time_limits] of assignment.toml")
     group.addoption("--ag-golden-record", help="record what tests get from `reference` into this file")
     group.addoption("--ag-golden", help="replay `reference` from this recording (no reference code needed)")
+    group.addoption("--ag-deadline", type=float, default=None,
+                    help="time.time() after which no test starts and no call into student code waits")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -173,13 +175,25 @@ def assignment(pytestconfig: pytest.Config) -> config_mod.Assignment:
     return _assignment(pytestconfig)
 
 
+def _deadline(config: pytest.Config) -> float | None:
+    return config.getoption("--ag-deadline")
+
+
+def _register(request: pytest.FixtureRequest, client: WorkerClient) -> None:
+    """Known to the per-test hooks (strays, test names, the deadline)."""
+    config = request.config
+    config._ag_clients = getattr(config, "_ag_clients", []) + [client]  # type: ignore[attr-defined]
+    client.deadline = _deadline(config)
+    client.test_name = getattr(config, "_ag_current_test", "")
+
+
 def _limits(cfg: config_mod.Assignment) -> Limits:
     t = cfg.time_limits
     return Limits(call_s=t.call_s, import_s=t.import_s, start_s=t.start_s)
 
 
 @pytest.fixture(scope="session")
-def student_client(pytestconfig: pytest.Config, assignment: config_mod.Assignment):
+def student_client(request: pytest.FixtureRequest, pytestconfig: pytest.Config, assignment: config_mod.Assignment):
     root = pytestconfig.getoption("--ag-root")
     if not root:
         raise pytest.UsageError("--ag-root is required to grade")
@@ -187,7 +201,7 @@ def student_client(pytestconfig: pytest.Config, assignment: config_mod.Assignmen
     client = WorkerClient(Path(pytestconfig.getoption("--ag-worker-root") or root), assignment.package,
                           _limits(assignment), threads=assignment.worker_threads, label="your code",
                           sandbox=Sandbox.from_json(spec) if spec else None)
-    pytestconfig._ag_clients = getattr(pytestconfig, "_ag_clients", []) + [client]  # type: ignore[attr-defined]
+    _register(request, client)
     yield client
     client.close()
 
@@ -269,11 +283,12 @@ def reference(request: pytest.FixtureRequest, assignment: config_mod.Assignment,
 
 
 @pytest.fixture(scope="session")
-def reference_client(pytestconfig: pytest.Config, assignment: config_mod.Assignment):
+def reference_client(request: pytest.FixtureRequest, pytestconfig: pytest.Config,
+                     assignment: config_mod.Assignment):
     """A worker running the reference, for timing it under the same conditions as the student."""
     client = WorkerClient(assignment.reference_root, assignment.package, _limits(assignment),
                           threads=assignment.worker_threads, label="the reference solution", locate_hangs=False)
-    pytestconfig._ag_clients = getattr(pytestconfig, "_ag_clients", []) + [client]  # type: ignore[attr-defined]
+    _register(request, client)
     yield client
     client.close()
 
@@ -345,11 +360,40 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     return report
 
 
+NOT_RUN = ("Not run: the grading's time budget was used up before this test began (earlier tests took it: "
+           "look for those stopped for running too long). It earns no points.")
+
+
+@pytest.hookimpl(tryfirst=True, specname="pytest_runtest_protocol")
+def pytest_runtest_protocol_deadline(item: pytest.Item, nextitem) -> bool | None:
+    """Past the deadline, a test is not run at all: it is recorded as not run, with the reason."""
+    deadline = _deadline(item.config)
+    state = item.stash.get(RECORD_KEY, None)
+    if deadline is not None and state is not None and state["meta"]["gpu"]:
+        import torch
+
+        if not torch.cuda.is_available():
+            deadline = None  # skipped at once, and left out of the total: never "not run"
+    if deadline is None or state is None or time.time() < deadline:
+        name = state["meta"]["name"] if state is not None else ""
+        item.config._ag_current_test = name  # type: ignore[attr-defined]
+        for client in getattr(item.config, "_ag_clients", []):
+            client.test_name = name
+        return None
+    state["not_run"] = NOT_RUN
+    item.ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
+    item.ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
+    return True
+
+
 def _finish_record(item: pytest.Item) -> TestRecord | None:
     state = item.stash.get(RECORD_KEY, None)
     if state is None:
         return None
     meta = state["meta"]
+    if state.get("not_run"):
+        return TestRecord(nodeid=meta["nodeid"], status="failed", score=0.0, max_score=meta["max_score"],
+                          message=state["not_run"], duration=0.0)
     phases = state["phases"]
     fn = getattr(item, "obj", None)
     outcomes = [phases.get(w, {}).get("outcome") for w in ("setup", "call", "teardown")]

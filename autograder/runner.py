@@ -51,17 +51,29 @@ def _pytest_command(cfg: Assignment, ini: Path, extra: list[str]) -> list[str]:
     ]
 
 
+def has_cuda() -> bool:
+    """Whether a CUDA GPU is visible, without importing torch where it is not imported yet (it costs
+    this process about 150 MB, which a 768 MB grading container cannot spare)."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        return bool(torch.cuda.is_available())
+    if os.environ.get("CUDA_VISIBLE_DEVICES", "unset").strip() in ("", "-1"):
+        return False
+    return any(Path("/dev").glob("nvidia[0-9]*"))
+
+
 def _env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "PYTHON"))}
     env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"  # (PYTHON* variables are dropped: `-I` ignores them anyway)
-    try:
-        import torch
-
-        if not torch.cuda.is_available():
-            env.setdefault("TRITON_INTERPRET", "1")
-    except ImportError:  # pragma: no cover
-        pass
+    if not has_cuda():
+        env.setdefault("TRITON_INTERPRET", "1")
     return env
+
+
+def stop_margin(total_s: float) -> float:
+    """How long before the end of the budget no test may start any more: time to stop the last
+    call, kill every process and write results.json (a tenth of the budget, 5 to 30 s)."""
+    return min(30.0, max(5.0, total_s / 10))
 
 
 def use_golden(cfg: Assignment) -> bool:
@@ -121,14 +133,17 @@ def _precheck(cfg: Assignment, root: Path, parts: list[str] | None = None) -> li
 
 
 def run_pytest(cmd: list[str], cwd: str, env: dict[str, str], timeout: float, verbose: bool = False,
-               start_s: float = 120.0) -> tuple[int | None, str]:
+               start_s: float = 120.0, host_server: bool = True) -> tuple[int | None, str]:
     """Run ``cmd`` (``python -I -m pytest ...``) in ``cwd`` with ``env``: (exit code, output), the
     code None when it ran past ``timeout`` and was stopped with everything it started.
 
-    Quiet runs are forks of the host server for ``env`` where there is one; verbose runs, and
-    every run where no server can be had, start pytest as a new process.
+    With ``host_server``, quiet runs are forks of the host server for ``env`` where there is one
+    (worth it when one process grades many submissions; for one grading it only adds a process
+    that holds torch); verbose runs, and every run where no server can be had, start pytest as a
+    new process.
     """
-    server = None if verbose or cmd[1:4] != ["-I", "-m", "pytest"] else forkserver.host_server_for(env, start_s)
+    server = None if verbose or not host_server or cmd[1:4] != ["-I", "-m", "pytest"] \
+        else forkserver.host_server_for(env, start_s)
     if server is not None:
         read_fd, write_fd = os.pipe()
         try:
@@ -232,7 +247,8 @@ def grade(cfg: Assignment, root: Path, out: Path | None = None, suite: Suite = "
           parts: list[str] | None = None, verbose: bool = False,
           time_limits: dict[str, float] | None = None, notes: list[str] | None = None,
           env: dict[str, str] | None = None, privilege: Privilege = "auto",
-          sandbox: dict | None = None, progress: Callable[[int, int], None] | None = None) -> Results:
+          sandbox: dict | None = None, progress: Callable[[int, int], None] | None = None,
+          host_server: bool = False) -> Results:
     """Grade ``root`` with ``suite``; writes results.json to ``out`` when given.
 
     ``time_limits`` overrides entries of ``[time_limits]`` (e.g. ``{"call_s": 5}``) and ``sandbox``
@@ -241,7 +257,12 @@ def grade(cfg: Assignment, root: Path, out: Path | None = None, suite: Suite = "
     (``"require"``), may (``"auto"``) or must not (``"off"``) be moved to an unprivileged account
     when we are root (see :func:`autograder.sandbox.plan`). Without the reference's code but with
     a recording (the student kit), the reference is replayed. ``progress(done, total)`` is called
-    from another thread as tests finish (about twice a second at most).
+    from another thread as tests finish (about twice a second at most). ``host_server``: fork
+    pytest from a host server kept for later gradings (see :func:`run_pytest`).
+
+    ``time_limits["total_s"]`` is a budget that holds whatever the code does: no test starts later
+    than :func:`stop_margin` before its end (the rest are listed as not run, with the reason), no
+    call into student code waits past that point, and pytest is stopped at the end.
     """
     start = time.monotonic()
     if time_limits:
@@ -274,6 +295,7 @@ def grade(cfg: Assignment, root: Path, out: Path | None = None, suite: Suite = "
         rec_path = tmpdir / "records.jsonl"
         selection = [str(cfg.tests_dir / m.nodeid) for m in manifest] if parts else \
             [str(p) for p in suite_paths(cfg, suite)]
+        end = start + cfg.time_limits.total_s  # the budget's end (time.monotonic)
         if manifest and box is not None and not info.run_error:
             # The worker imports a copy of the package: regular files only (a link to the reference
             # or a hidden test is not followed), which the sandbox account can read and not change.
@@ -287,6 +309,7 @@ def grade(cfg: Assignment, root: Path, out: Path | None = None, suite: Suite = "
                 "--ag-root", str(root), "--ag-records", str(rec_path),
                 "--ag-worker-root", str(code), "--ag-sandbox", box.to_json(),
                 "--ag-time-limits", cfg.time_limits.model_dump_json(),
+                "--ag-deadline", repr(time.time() + (end - time.monotonic()) - stop_margin(cfg.time_limits.total_s)),
                 f"--timeout={cfg.time_limits.test_s:g}", "--timeout-method=signal",
                 "-q" if not verbose else "-v", "-rN", "--no-header", "-W", "ignore::DeprecationWarning",
                 "--continue-on-collection-errors",
@@ -297,8 +320,9 @@ def grade(cfg: Assignment, root: Path, out: Path | None = None, suite: Suite = "
             ])
         if manifest and box is not None and not info.run_error:
             with _Progress(rec_path, len(manifest), progress) if progress else contextlib.nullcontext():
-                returncode, stdout = run_pytest(cmd, tmp, {**_env(), **(env or {})}, cfg.time_limits.total_s,
-                                                verbose, cfg.time_limits.start_s)
+                returncode, stdout = run_pytest(cmd, tmp, {**_env(), **(env or {})},
+                                                max(1.0, end - time.monotonic()),
+                                                verbose, cfg.time_limits.start_s, host_server)
             if returncode is None:
                 info.run_error = f"grading took longer than {cfg.time_limits.total_s:g} s and was stopped"
             elif returncode not in (0, 1):  # 1 = some tests failed

@@ -7,7 +7,12 @@ serves requests read from ``IN_FD`` and answers on ``OUT_FD`` (see :mod:`autogra
 grader reads per test. Objects that cannot be sent (modules, caches, ...) stay here in a handle
 table and travel as handles. On ``SIGUSR1`` it writes the Python stacks of its threads to
 ``DUMP_FD`` (:mod:`faulthandler`): the grader asks for that before it kills a call that ran past
-its time limit, to tell the student where their code was.
+its time limit, to tell the student where their code was. On ``SIGUSR2`` it writes a report of the
+student frames the main thread is in, marking those that were already running at the previous
+``SIGUSR2`` of the same request (:class:`HangWatch`): the grader sends one halfway through a call's
+time limit and one when it runs out, so the function that hung is known exactly. Functions that
+hung earlier in the run are given back by the grader (``op_breaker``) and then fail at once
+(:class:`Breakers`), so one hang costs its time limit once, not in every later test.
 """
 from __future__ import annotations
 
@@ -22,6 +27,175 @@ from typing import Any
 
 MAX_ITEMS = 100_000
 MAX_MESSAGE = 4000
+HANG_REPORT_PREFIX = b"AGHANG "
+MAX_REPORTED_FRAMES = 64
+
+
+class HungBefore(BaseException):
+    """Raised on entering a function that hung earlier in this grading (a BaseException, so an
+    ``except Exception`` around the call does not swallow it). ``index`` names the grader's record."""
+
+    def __init__(self, index: int, name: str) -> None:
+        super().__init__(f"{name} hung earlier in this grading; stopped at once this time")
+        self.index = index
+
+
+class HangWatch:
+    """The SIGUSR2 side of locating a hang: each signal reports the main thread's student frames
+    (innermost first) and keeps them; a frame still running at the next signal of the same request
+    is reported as ``held`` (frame objects are compared by identity: a new call is a new frame).
+
+    Runs as a Python signal handler, so only between bytecodes of the main thread (a C call that
+    never returns gives no report; the grader then falls back to the faulthandler stacks)."""
+
+    def __init__(self, root: str, package: str, fd: int) -> None:
+        self.base = os.path.normpath(os.path.join(root, package)) + os.sep
+        self.root = root
+        self.fd = fd
+        self.marked: list[types.FrameType] = []
+
+    def reset(self) -> None:
+        self.marked = []
+
+    def own(self, frame: types.FrameType | None) -> list[types.FrameType]:
+        out = []
+        while frame is not None and len(out) < MAX_REPORTED_FRAMES:
+            path = os.path.normpath(frame.f_code.co_filename)
+            if os.path.isabs(path) and path.startswith(self.base):
+                out.append(frame)
+            frame = frame.f_back
+        return out
+
+    def handle(self, signum: int, frame: types.FrameType | None) -> None:
+        import json
+
+        frames = self.own(frame)
+        report = [{
+            "file": os.path.relpath(os.path.normpath(f.f_code.co_filename), self.root),
+            "line": f.f_lineno or 0,
+            "name": f.f_code.co_name,
+            "qualname": getattr(f.f_code, "co_qualname", f.f_code.co_name),
+            "first": f.f_code.co_firstlineno,
+            "held": any(f is m for m in self.marked),
+        } for f in frames]
+        self.marked = frames
+        try:
+            os.write(self.fd, HANG_REPORT_PREFIX + json.dumps({"frames": report}).encode() + b"\n")
+        except OSError:
+            pass
+
+
+class Breakers:
+    """Functions (and modules, at import) that hung earlier in the run: each is replaced where the
+    student's modules and classes hold it by a wrapper that raises :class:`HungBefore` at once.
+
+    A spec names a frame as the grader saw it: ``file`` (relative to the root), ``name``,
+    ``first`` (first line), ``index`` (the grader's record). Specs are tried innermost first and
+    the first one found is armed; a ``<module>`` spec refuses the module's import instead."""
+
+    def __init__(self, root: str, package: str) -> None:
+        self.root, self.package = root, package
+        self.chains: list[list[dict]] = []
+        self.done: set[int] = set()  # chains armed already
+        self.blocked: dict[str, int] = {}  # module name -> index
+
+    def add(self, chains: list[list[dict]]) -> None:
+        self.chains = [c for c in chains if isinstance(c, list)][:100]
+        self.done = set()
+        for i, chain in enumerate(self.chains):
+            for spec in chain[:MAX_REPORTED_FRAMES]:
+                if isinstance(spec, dict) and spec.get("name") == "<module>":
+                    module = self._module_name(str(spec.get("file", "")))
+                    if module:
+                        self.blocked[module] = int(spec.get("index", i))
+                        self.done.add(i)
+                    break
+        if self.blocked and self not in sys.meta_path:
+            sys.meta_path.insert(0, self)  # type: ignore[arg-type]
+
+    def _module_name(self, rel: str) -> str:
+        parts = os.path.normpath(rel).split(os.sep)
+        if not parts or parts[0] != self.package or not parts[-1].endswith(".py"):
+            return ""
+        parts[-1] = parts[-1][:-3]
+        if parts[-1] == "__init__":
+            parts.pop()
+        return ".".join(parts)
+
+    # importlib finder protocol: refuse modules whose top level hung
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> None:
+        index = self.blocked.get(fullname)
+        if index is not None:
+            raise HungBefore(index, f"importing {fullname}")
+        return None
+
+    def arm(self) -> None:
+        """Arm every chain not armed yet whose function can be found in the loaded student modules."""
+        if len(self.done) == len(self.chains):
+            return
+        modules = {name: m for name, m in list(sys.modules.items())
+                   if m is not None and (name == self.package or name.startswith(self.package + "."))}
+        for i, chain in enumerate(self.chains):
+            if i in self.done:
+                continue
+            for spec in chain[:MAX_REPORTED_FRAMES]:
+                if isinstance(spec, dict) and self._arm_one(spec, modules, int(spec.get("index", i))):
+                    self.done.add(i)
+                    break
+
+    def _arm_one(self, spec: dict, modules: dict[str, types.ModuleType], index: int) -> bool:
+        target = os.path.normpath(os.path.join(self.root, str(spec.get("file", ""))))
+        name, first = spec.get("name"), spec.get("first")
+
+        def matches(fn: Any) -> bool:
+            for _ in range(10):  # through decorators that keep __wrapped__
+                code = getattr(fn, "__code__", None)
+                if isinstance(code, types.CodeType) and code.co_name == name and code.co_firstlineno == first \
+                        and os.path.normpath(code.co_filename) == target:
+                    return True
+                fn = getattr(fn, "__wrapped__", None)
+                if fn is None:
+                    return False
+            return False
+
+        found: dict[int, Any] = {}  # id(original) -> wrapper
+        qualname = str(spec.get("qualname") or name)[:200]
+
+        def wrapper_for(fn: Any) -> Any:
+            import functools
+
+            if id(fn) not in found:
+                @functools.wraps(fn)
+                def tripped(*args: Any, **kwargs: Any) -> Any:
+                    raise HungBefore(index, qualname)
+                found[id(fn)] = tripped
+            return found[id(fn)]
+
+        def scan(namespace: dict, owner: Any, depth: int) -> None:
+            for key, value in list(namespace.items()):
+                raw = value.__func__ if isinstance(value, (staticmethod, classmethod)) else value
+                if isinstance(raw, types.FunctionType) and matches(raw):
+                    new = wrapper_for(raw)
+                    if isinstance(value, staticmethod):
+                        new = staticmethod(new)
+                    elif isinstance(value, classmethod):
+                        new = classmethod(new)
+                    try:
+                        if owner is None:
+                            namespace[key] = new
+                        else:
+                            setattr(owner, key, new)
+                    except (AttributeError, TypeError):
+                        pass
+                elif isinstance(value, type) and depth < 2 and getattr(value, "__module__", "") in modules:
+                    scan(dict(vars(value)), value, depth + 1)
+
+        for module in modules.values():
+            try:
+                scan(vars(module), None, 0)
+            except Exception:  # noqa: BLE001 - a strange module of the student's: that chain stays unarmed
+                pass
+        return bool(found)
 
 
 class Worker:
@@ -32,6 +206,8 @@ class Worker:
         self.objects: dict[int, Any] = {}
         self.ids: dict[int, int] = {}  # id(obj) -> handle
         self.next_handle = 1
+        self.breakers = Breakers(root, package)
+        self.watch: HangWatch | None = None
 
     # -------------------------------------------------------------- handles
     def handle_for(self, obj: Any):
@@ -114,6 +290,14 @@ class Worker:
 
     def op_import(self, msg: dict) -> Any:
         self.import_module(str(msg["module"]))
+        self.breakers.arm()
+        return None
+
+    def op_breaker(self, msg: dict) -> Any:
+        """Functions that hung earlier in this grading (see :class:`Breakers`): fail at once from now."""
+        chains = msg.get("chains")
+        self.breakers.add(chains if isinstance(chains, list) else [])
+        self.breakers.arm()
         return None
 
     def op_call(self, msg: dict) -> Any:
@@ -208,13 +392,20 @@ class Worker:
                 return
             op = msg.get("op")
             handler = getattr(self, f"op_{op}", None)
+            if self.watch is not None:
+                self.watch.reset()
             try:
                 if handler is None:
                     raise ValueError(f"unknown operation {op!r}")
+                if op in ("call", "getattr", "repeat", "routine", "forward_backward"):
+                    self.breakers.arm()  # modules imported by the student's own imports too
                 value = handler(msg)
                 reply = pack({"ok": True, "value": value}, make_handle=self.handle_for)
             except BaseException as e:  # noqa: BLE001 - student code may raise anything, SystemExit included
-                reply = pack({"ok": False, "error": describe(e, self.root)})
+                error = describe(e, self.root)
+                if isinstance(e, HungBefore):
+                    error["hung_before"] = e.index
+                reply = pack({"ok": False, "error": error})
             sys.stdout.flush()
             sys.stderr.flush()
             write_frame(out_fd, reply)
@@ -275,6 +466,16 @@ def describe(e: BaseException, root: str) -> dict:
     }
 
 
+def watch_for_hang_reports(worker: Worker, fd: int) -> None:
+    """On SIGUSR2, report the student frames running now (see :class:`HangWatch`)."""
+    try:
+        os.set_blocking(fd, False)  # a full pipe loses the report, it never blocks the worker
+        worker.watch = HangWatch(worker.root, worker.package, fd)
+        signal.signal(signal.SIGUSR2, worker.watch.handle)
+    except (AttributeError, ValueError, OSError):
+        worker.watch = None
+
+
 def watch_for_dump_requests(fd: int) -> None:
     """On SIGUSR1, write every thread's Python stack to ``fd`` (from C, so also while the main
     thread is stuck in a loop or a C call) and carry on. Student code can replace or block the
@@ -306,7 +507,10 @@ def main(argv: list[str]) -> None:
     sys.path.insert(0, root)
     os.set_inheritable(in_fd, False)
     os.set_inheritable(out_fd, False)
-    Worker(root, package, report).serve(in_fd, out_fd)
+    worker = Worker(root, package, report)
+    if len(argv) > 4:
+        watch_for_hang_reports(worker, int(argv[4]))
+    worker.serve(in_fd, out_fd)
     # Never run interpreter teardown hooks the student may have registered.
     os._exit(0)
 
