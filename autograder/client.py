@@ -417,6 +417,10 @@ class WorkerClient:
                 pass
         return code
 
+    def stop(self) -> None:
+        """Stop the worker (a new one starts, forked in milliseconds, on the next request)."""
+        self._discard()
+
     def close(self) -> None:
         self._discard()
         self._scratch.cleanup()

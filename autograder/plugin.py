@@ -23,10 +23,11 @@ from . import forkserver
 from .client import Limits, WorkerClient
 from .errors import StudentFacingError
 from .records import TestRecord, append_record
-from .sandbox import Sandbox, become_subreaper, kill_strays
+from .sandbox import Sandbox, become_subreaper, has_cuda, kill_strays
 
 RECORD_KEY = pytest.StashKey[dict]()
 GPU_REASON = "needs a CUDA GPU, and this grading machine has none"
+REFERENCE_LABEL = "the reference solution"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -287,7 +288,7 @@ def reference_client(request: pytest.FixtureRequest, pytestconfig: pytest.Config
                      assignment: config_mod.Assignment):
     """A worker running the reference, for timing it under the same conditions as the student."""
     client = WorkerClient(assignment.reference_root, assignment.package, _limits(assignment),
-                          threads=assignment.worker_threads, label="the reference solution", locate_hangs=False)
+                          threads=assignment.worker_threads, label=REFERENCE_LABEL, locate_hangs=False)
     _register(request, client)
     yield client
     client.close()
@@ -435,6 +436,10 @@ def _kill_leftovers(config: pytest.Config) -> None:
     servers they come from), is killed."""
     if config.getoption("--ag-root"):
         clients = getattr(config, "_ag_clients", [])
+        if not has_cuda():  # (with a GPU, a new worker would set CUDA up again: kept)
+            for client in clients:
+                if client.label == REFERENCE_LABEL:  # only timing tests use it: its memory back until the next
+                    client.stop()
         kill_strays(keep={c.pid for c in clients if c.pid is not None} | forkserver.server_pids())
 
 

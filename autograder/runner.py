@@ -27,7 +27,7 @@ from .config import Assignment
 from .manifest import ManifestEntry, read_manifest
 from .records import read_records
 from .results import Results
-from .sandbox import Privilege, SandboxError, can_reach, kill_tree, plan, stage_code
+from .sandbox import Privilege, SandboxError, can_reach, has_cuda, kill_tree, plan, stage_code
 from .scoring import RunInfo, assemble
 
 Suite = Literal["public", "hidden", "all"]
@@ -49,17 +49,6 @@ def _pytest_command(cfg: Assignment, ini: Path, extra: list[str]) -> list[str]:
         "--ag-suite-root", str(cfg.tests_dir),
         *extra,
     ]
-
-
-def has_cuda() -> bool:
-    """Whether a CUDA GPU is visible, without importing torch where it is not imported yet (it costs
-    this process about 150 MB, which a 768 MB grading container cannot spare)."""
-    torch = sys.modules.get("torch")
-    if torch is not None:
-        return bool(torch.cuda.is_available())
-    if os.environ.get("CUDA_VISIBLE_DEVICES", "unset").strip() in ("", "-1"):
-        return False
-    return any(Path("/dev").glob("nvidia[0-9]*"))
 
 
 def _env() -> dict[str, str]:

@@ -115,13 +115,27 @@ def can_reach(path: Path, uid: int, gid: int) -> bool:
     return allowed(st, need)
 
 
+def has_cuda() -> bool:
+    """Whether a CUDA GPU is visible, without importing torch where it is not imported yet (it costs
+    a process about 150 MB, which a 768 MB grading container cannot spare in the grader's parent)."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        return bool(torch.cuda.is_available())
+    if os.environ.get("CUDA_VISIBLE_DEVICES", "unset").strip() in ("", "-1"):
+        return False
+    return any(Path("/dev").glob("nvidia[0-9]*"))
+
+
 def runtime_paths() -> list[Path]:
-    """What the worker must read to start: the interpreter, the standard library, torch, the harness."""
-    import torch
+    """What the worker must read to start: the interpreter, the standard library, torch, the harness
+    (found without importing torch)."""
+    import importlib.util
 
     import autograder
 
-    return [Path(sys.executable), Path(os.__file__), Path(torch.__file__).parent, Path(autograder.__file__).parent]
+    spec = importlib.util.find_spec("torch")
+    torch_dir = Path(spec.origin).parent if spec is not None and spec.origin else Path(os.__file__).parent
+    return [Path(sys.executable), Path(os.__file__), torch_dir, Path(autograder.__file__).parent]
 
 
 def plan(limits, privilege: Privilege = "auto", gpu: bool | None = None) -> Sandbox:
@@ -132,9 +146,7 @@ def plan(limits, privilege: Privilege = "auto", gpu: bool | None = None) -> Sand
     so where it cannot; "off" never switches account. Not root: the worker keeps our account.
     """
     if gpu is None:
-        import torch
-
-        gpu = bool(torch.cuda.is_available())
+        gpu = has_cuda()
     box = Sandbox(cpu_s=limits.cpu_s, file_mb=limits.file_mb, processes=limits.processes,
                   memory_mb=None if gpu else limits.memory_mb, isolate_network=limits.isolate_network)
     if os.geteuid() != 0 or privilege == "off":
@@ -216,6 +228,11 @@ def confine(box: Sandbox) -> dict:
     report: dict = {"user": box.user or pwd.getpwuid(os.getuid()).pw_name, "network": "allowed",
                     "notes": list(box.notes)}
     _set_limit(resource.RLIMIT_CORE, 0)
+    try:  # in a container that runs out of memory, the kernel kills student code, never the grader
+        Path("/proc/self/oom_score_adj").write_text("1000")
+        report["oom_score_adj"] = 1000
+    except OSError:
+        pass
     _set_limit(resource.RLIMIT_CPU, box.cpu_s)
     _set_limit(resource.RLIMIT_FSIZE, box.file_mb << 20)
     if box.memory_mb:
