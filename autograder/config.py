@@ -42,7 +42,9 @@ class SandboxLimits(_Strict):
     cpu_s: int = Field(3600, gt=0, description="CPU seconds of one worker process (all its tests)")
     file_mb: int = Field(512, gt=0, description="largest file student code may write (its output log too)")
     processes: int = Field(256, gt=0, description="processes and threads of the sandbox account")
-    memory_mb: int = Field(8192, gt=0, description="address space of the worker; not applied with a GPU")
+    memory_mb: int = Field(8192, gt=0, description="address space the worker may add to what it holds when it "
+                           "starts (torch, Triton): beyond it, allocations fail with an out-of-memory error "
+                           "instead of the container killing the grading; not applied with a GPU")
     isolate_network: bool = Field(True, description="a new network namespace without any interface up")
 
 

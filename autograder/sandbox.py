@@ -223,6 +223,18 @@ def _isolate_network(report: dict) -> None:
                                "student code could reach the network.")
 
 
+def _vm(field: str) -> int:
+    """A size of this process's memory in bytes (VmData: its private writable mappings, the heap
+    and every anonymous mapping, which RLIMIT_DATA bounds), 0 where /proc cannot tell."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) << 10
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
 def confine(box: Sandbox) -> dict:
     """Apply ``box`` to this process (the worker, before any student code). Returns a report."""
     report: dict = {"user": box.user or pwd.getpwuid(os.getuid()).pw_name, "network": "allowed",
@@ -235,8 +247,10 @@ def confine(box: Sandbox) -> dict:
         pass
     _set_limit(resource.RLIMIT_CPU, box.cpu_s)
     _set_limit(resource.RLIMIT_FSIZE, box.file_mb << 20)
-    if box.memory_mb:
-        _set_limit(resource.RLIMIT_AS, box.memory_mb << 20)
+    if box.memory_mb:  # on top of what it holds already (torch, Triton): what student code may add
+        base = _vm("VmData")
+        _set_limit(resource.RLIMIT_DATA, base + (box.memory_mb << 20))
+        report["data_mb"] = {"at_start": base >> 20, "limit": (base >> 20) + box.memory_mb}
     if box.isolate_network:
         _isolate_network(report)
     libc = _libc()

@@ -24,7 +24,12 @@ venv of the system Python with this environment's packages and the zip's wheel (
 A grading past --limit-s, or whose tree's PSS passes --mem-guard-mb (a shared machine's safety, far
 above the container's 768 MB), is killed, tree and all, and its row says so.
 
-Usage: python benchmarks/gradescope_fit.py [--only NAME ...] [--pin CPU] [--json OUT]
+With --container (root, cgroup v1 or v2 writable), each grading runs inside a real cgroup with
+the memory limit and CPU quota of assignment.toml's [gradescope] (by default 768 MB and ½ CPU), as
+on Gradescope: the kernel then enforces both, and the row says how many processes it killed for
+memory (oom_kill) and the cgroup's own peak usage.
+
+Usage: python benchmarks/gradescope_fit.py [--only NAME ...] [--pin CPU] [--container] [--json OUT]
                                            [--limit-s N] [--mem-guard-mb MB] [--keep DIR]
 """
 from __future__ import annotations
@@ -255,7 +260,8 @@ class Measurement:
 def measure(cmd: list[str], *, env: dict[str, str] | None = None, cwd: Path | None = None,
             limit_s: float = 900.0, mem_guard_mb: float = 0.0, adopt_orphans: bool = False,
             progress: Callable[[float, TreeSampler], None] | None = None, progress_every_s: float = 30.0,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) -> Measurement:
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            preexec_fn: Callable[[], None] | None = None) -> Measurement:
     """Run ``cmd`` and measure its whole process tree until it exits: wall time, CPU-seconds
     (RUSAGE_CHILDREN delta), peak PSS summed over the tree (sampled every SAMPLE_S), processes at
     the peak. Past ``limit_s``, or when the tree's PSS passes ``mem_guard_mb`` (0: no guard), the
@@ -269,7 +275,7 @@ def measure(cmd: list[str], *, env: dict[str, str] | None = None, cwd: Path | No
     cpu0 = children_cpu_s()
     t0 = time.monotonic()
     proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=preexec_fn)
     alive = [True]
 
     def roots() -> list[int]:
@@ -333,6 +339,73 @@ def measure(cmd: list[str], *, env: dict[str, str] | None = None, cwd: Path | No
     m.returncode = proc.returncode
     m.samples = sampler.samples
     return m
+
+
+# --------------------------------------------------------------------------- a real container
+
+class Cgroup:
+    """A cgroup with a memory limit and a CPU quota (v2 where its memory and cpu controllers can be
+    enabled, else v1's memory and cpu hierarchies), for running a grading as Gradescope's container
+    would. Needs root and a writable /sys/fs/cgroup; :meth:`create` raises OSError otherwise."""
+
+    def __init__(self, name: str, memory_mb: int, cpus: float, base: Path = Path("/sys/fs/cgroup")) -> None:
+        self.name, self.memory_mb, self.cpus, self.base = name, memory_mb, cpus, base
+        self.dirs: list[Path] = []
+        self.version = 0
+
+    def create(self) -> Cgroup:
+        period = 100_000
+        quota = max(1000, int(self.cpus * period))
+        limit = self.memory_mb << 20
+        v2 = self.base / "cgroup.controllers"
+        if v2.exists() and {"memory", "cpu"} <= set(v2.read_text().split()):
+            (self.base / "cgroup.subtree_control").write_text("+memory +cpu")
+            d = self.base / self.name
+            d.mkdir(exist_ok=True)
+            self.dirs, self.version = [d], 2
+            (d / "memory.max").write_text(str(limit))
+            (d / "memory.swap.max").write_text("0") if (d / "memory.swap.max").exists() else None
+            (d / "cpu.max").write_text(f"{quota} {period}")
+            return self
+        mem, cpu = self.base / "memory" / self.name, self.base / "cpu" / self.name
+        mem.mkdir(exist_ok=True)
+        cpu.mkdir(exist_ok=True)
+        self.dirs, self.version = [mem, cpu], 1
+        (mem / "memory.limit_in_bytes").write_text(str(limit))
+        (cpu / "cpu.cfs_period_us").write_text(str(period))
+        (cpu / "cpu.cfs_quota_us").write_text(str(quota))
+        return self
+
+    def enter(self) -> None:
+        """Move the calling process into the cgroup (a preexec_fn: its children follow)."""
+        for d in self.dirs:
+            (d / "cgroup.procs").write_text(str(os.getpid()))
+
+    def oom_kills(self) -> int:
+        try:
+            if self.version == 2:
+                events = (self.dirs[0] / "memory.events").read_text().split()
+            else:
+                events = (self.dirs[0] / "memory.oom_control").read_text().split()
+            return int(events[events.index("oom_kill") + 1])
+        except (OSError, ValueError, IndexError):
+            return -1
+
+    def peak_mb(self) -> float:
+        name = "memory.peak" if self.version == 2 else "memory.max_usage_in_bytes"
+        try:
+            return int((self.dirs[0] / name).read_text()) / (1 << 20)
+        except (OSError, ValueError):
+            return -1.0
+
+    def remove(self) -> None:
+        for d in self.dirs:
+            for _ in range(50):  # the last processes may still be exiting
+                try:
+                    d.rmdir()
+                    break
+                except OSError:
+                    time.sleep(0.1)
 
 
 # --------------------------------------------------------------------------- the submissions
@@ -563,6 +636,8 @@ def row_cells(r: dict, container: dict) -> list[str]:
         notes.append(f"over the timeout at {container['cpus']:g} vCPU")
     if r["peak_pss_mb"] > container["memory_mb"]:
         notes.append(f"over {container['memory_mb']:g} MB")
+    if r.get("oom_kills", 0) > 0:
+        notes.append(f"{r['oom_kills']} process(es) killed by the cgroup for memory")
     if res["problems"] and res["valid"]:
         notes.append(res["problems"][0])
     if res.get("run_note"):
@@ -621,6 +696,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", action="append", choices=SUBMISSIONS, metavar="NAME",
                         help=f"grade only this submission (repeatable; {', '.join(SUBMISSIONS)})")
     parser.add_argument("--pin", metavar="CPU", help="run each grading under `taskset -c CPU` (e.g. 0: one core)")
+    parser.add_argument("--container", action="store_true",
+                        help="run each grading in a real cgroup with [gradescope]'s memory and CPUs (root)")
     parser.add_argument("--json", type=Path, metavar="OUT", help="write the figures to this JSON file")
     parser.add_argument("--limit-s", type=float, default=900.0,
                         help="wall-clock limit of one grading; past it its whole tree is killed (default 900)")
@@ -670,11 +747,30 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {name}: {elapsed:5.0f} s, PSS now {s.last_kb / 1024:.0f} MB in {s.last_procs} "
                       f"processes (peak {s.peak_kb / 1024:.0f} MB)", flush=True)
 
-            with open(layout / "run_autograder.log", "wb") as log:
-                m = measure(cmd, env=env, cwd=layout, limit_s=args.limit_s, mem_guard_mb=args.mem_guard_mb,
-                            adopt_orphans=adopt, progress=progress, stdout=log, stderr=subprocess.STDOUT)
+            box = None
+            if args.container:
+                box = Cgroup(f"ag-fit-{os.getpid()}-{i}", int(container["memory_mb"]), float(container["cpus"]))
+                try:
+                    box.create()
+                except OSError as e:
+                    parser.exit(2, f"--container: cannot make a cgroup here ({e}); run as root with a "
+                                   "writable /sys/fs/cgroup\n")
+            try:
+                with open(layout / "run_autograder.log", "wb") as log:
+                    m = measure(cmd, env=env, cwd=layout, limit_s=args.limit_s, mem_guard_mb=args.mem_guard_mb,
+                                adopt_orphans=adopt, progress=progress, stdout=log, stderr=subprocess.STDOUT,
+                                preexec_fn=box.enter if box else None)
+                cg = {"oom_kills": box.oom_kills(), "cgroup_peak_mb": round(box.peak_mb()),
+                      "cgroup_version": box.version} if box else {}
+            finally:
+                if box:
+                    box.remove()
             res = check_results(layout / "results" / "results.json")
-            row = {"name": name, **asdict(m), "results": res}
+            row = {"name": name, **asdict(m), **cg, "results": res}
+            if cg:
+                print(f"  cgroup v{cg['cgroup_version']} ({container['memory_mb']:g} MB, {container['cpus']:g} CPU):"
+                      f" peak {cg['cgroup_peak_mb']} MB (page cache included), {cg['oom_kills']} process(es)"
+                      " killed for memory", flush=True)
             rows.append(row)
             print(f"  {name}: {m.wall_s:.1f} s wall, {m.cpu_s:.1f} CPU-s (wait4 {m.cpu_wait4_s:.1f}, "
                   f"sampled {m.cpu_sampled_s:.1f}), peak PSS {m.peak_pss_mb:.0f} MB in {m.procs_at_peak} "
@@ -696,6 +792,8 @@ def main(argv: list[str] | None = None) -> int:
         print("\nMarkdown (docs/benchmarks.md):\n")
         print(f"{time.strftime('%Y-%m-%d')}, {machine()}"
               + (f", each grading pinned to CPU {args.pin} (`taskset -c {args.pin}`)" if args.pin else "")
+              + (f", each grading in a cgroup of {container['memory_mb']:g} MB and {container['cpus']:g} CPU "
+                 "(`--container`)" if args.container else "")
               + f", `python benchmarks/gradescope_fit.py{' --pin ' + args.pin if args.pin else ''}`. "
               f"CPU s: the whole process tree's CPU-seconds ({CPU_METHOD}); CPU s / cpus: those divided by "
               f"the container's {container['cpus']:g} vCPU, a lower bound of its wall time there "
