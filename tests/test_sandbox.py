@@ -16,6 +16,7 @@ from autograder import sandbox
 from autograder.batch import safe_extract
 from autograder.client import Limits, WorkerClient
 from autograder.config import SandboxLimits
+from autograder.errors import StudentCodeError
 from autograder.sandbox import Sandbox, SandboxError, can_reach, plan, stage_code
 from autograder.submission import copy_submission
 
@@ -95,7 +96,14 @@ import os, resource, socket
 
 def limits():
     return {name: list(resource.getrlimit(getattr(resource, name)))
-            for name in ("RLIMIT_AS", "RLIMIT_FSIZE", "RLIMIT_CPU", "RLIMIT_CORE")}
+            for name in ("RLIMIT_DATA", "RLIMIT_FSIZE", "RLIMIT_CPU", "RLIMIT_CORE")}
+
+def grab(mb):
+    import torch
+    return float(torch.ones(mb << 18).sum())  # written: really allocated
+
+def oom_score_adj():
+    return int(open("/proc/self/oom_score_adj").read())
 
 def connect(port):
     try:
@@ -116,15 +124,20 @@ def test_worker_confines_itself(tmp_path, fork):
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen(1)
-    box = Sandbox(cpu_s=600, file_mb=64, memory_mb=3072, isolate_network=True)
+    box = Sandbox(cpu_s=600, file_mb=64, memory_mb=300, isolate_network=True)
     client = WorkerClient(tmp_path, "pkg", Limits(call_s=10, import_s=10, start_s=60), sandbox=box, fork=fork)
     try:
         got = client.root_ref().mod.limits()
-        assert got["RLIMIT_AS"] == [3072 << 20] * 2
+        start = client.sandbox_report["data_mb"]["at_start"]
+        assert abs(got["RLIMIT_DATA"][0] - ((start + 300) << 20)) < 1 << 20  # on top of what it held at start
+        assert client.root_ref().mod.grab(100) == 100 << 18  # 100 MB more: fine
+        with pytest.raises(StudentCodeError, match="allocate"):  # 400 MB more: refused, in the student's code
+            client.root_ref().mod.grab(400)
+        assert client.root_ref().mod.oom_score_adj() == 1000  # the first a full container's kernel kills
         assert got["RLIMIT_FSIZE"] == [64 << 20] * 2
         assert got["RLIMIT_CPU"][0] == 600 and got["RLIMIT_CORE"] == [0, 0]
         report = client.sandbox_report
-        assert report["limits"]["memory_mb"] == 3072
+        assert report["limits"]["memory_mb"] == 300
         outcome = client.root_ref().mod.connect(server.getsockname()[1])
         if report["network"] == "isolated":
             assert outcome != "connected"
