@@ -22,7 +22,7 @@ from . import config as config_mod
 from . import forkserver
 from .client import Limits, WorkerClient
 from .errors import StudentFacingError
-from .records import TestRecord, append_record
+from .records import NOT_RUN, TestRecord, append_record
 from .sandbox import Sandbox, become_subreaper, has_cuda, kill_strays
 
 RECORD_KEY = pytest.StashKey[dict]()
@@ -359,10 +359,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
             phase["message"] = f"Skipped: {report.longrepr[2].removeprefix('Skipped: ')}"
     state["phases"][call.when] = phase
     return report
-
-
-NOT_RUN = ("Not run: the grading's time budget was used up before this test began (earlier tests took it: "
-           "look for those stopped for running too long). It earns no points.")
 
 
 @pytest.hookimpl(tryfirst=True, specname="pytest_runtest_protocol")

@@ -11,6 +11,11 @@ from pydantic import BaseModel, ValidationError
 MAX_RECORD_BYTES = 64 * 1024
 
 
+# The record of a test that could not start before the grading's deadline (plugin and runner).
+NOT_RUN = ("Not run: the grading's time budget was used up before this test began (earlier tests took it: "
+           "look for those stopped for running too long). It earns no points.")
+
+
 class TestRecord(BaseModel):
     nodeid: str
     status: str  # "passed" | "failed"

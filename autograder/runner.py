@@ -25,7 +25,7 @@ from typing import Callable, Literal
 from . import forkserver
 from .config import Assignment
 from .manifest import ManifestEntry, read_manifest
-from .records import read_records
+from .records import NOT_RUN, read_records
 from .results import Results
 from .sandbox import Privilege, SandboxError, can_reach, has_cuda, kill_tree, plan, stage_code
 from .scoring import RunInfo, assemble
@@ -61,8 +61,9 @@ def _env() -> dict[str, str]:
 
 def stop_margin(total_s: float) -> float:
     """How long before the end of the budget no test may start any more: time to stop the last
-    call, kill every process and write results.json (a tenth of the budget, 5 to 30 s)."""
-    return min(30.0, max(5.0, total_s / 10))
+    call, kill every process and write results.json (a tenth of the budget, at least 5 s but never
+    more than a quarter of it, at most 30 s)."""
+    return min(30.0, max(total_s / 10, min(5.0, total_s / 4)))
 
 
 def use_golden(cfg: Assignment) -> bool:
@@ -319,6 +320,9 @@ def grade(cfg: Assignment, root: Path, out: Path | None = None, suite: Suite = "
                 info.run_error = f"the grader exited with code {returncode}" + \
                     (f"\n{tail}" if tail and returncode not in (2, 5) else "")
             records = read_records(rec_path)
+            if not info.run_error and any(r.message == NOT_RUN for r in records.values()):
+                info.run_error = (f"grading used up its time budget ({cfg.time_limits.total_s:g} s) before "
+                                  "every test had run; those it did not reach are listed as not run")
             sandbox_path = rec_path.with_suffix(".sandbox.json")
             if sandbox_path.exists():
                 try:
