@@ -5,6 +5,8 @@ that grades learning evaluates the trained model itself (its own loss on its own
 """
 from __future__ import annotations
 
+import math
+import sys
 from typing import Any, Callable
 
 import torch
@@ -19,19 +21,58 @@ def train_lm(model: Any, inputs: torch.Tensor, targets: torch.Tensor, *, steps: 
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
     model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    opt = _AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay)
     losses = []
     for _ in range(steps):
         batch = torch.randint(0, inputs.shape[0], (batch_size,), generator=g)
         logits = model(inputs[batch])
         loss = torch.nn.functional.cross_entropy(
             logits.reshape(-1, logits.shape[-1]), targets[batch].reshape(-1), ignore_index=-100)
-        opt.zero_grad(set_to_none=True)
+        opt.zero_grad()
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     model.eval()
     return losses
+
+
+class _AdamW:
+    """AdamW (decoupled weight decay, bias-corrected moments), the update of torch.optim.AdamW.
+
+    Written out because torch.optim's ``step`` imports torch._dynamo on its first call, about a
+    CPU-second of imports in the worker for nothing (no compiled code runs here).
+    """
+
+    def __init__(self, params: list[torch.Tensor], lr: float, weight_decay: float = 0.0,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
+        self.params, self.lr, self.weight_decay, self.betas, self.eps = params, lr, weight_decay, betas, eps
+        self.m = [torch.zeros_like(p) for p in params]
+        self.v = [torch.zeros_like(p) for p in params]
+        self.t = 0
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        self.t += 1
+        b1, b2 = self.betas
+        bc1, bc2 = 1 - b1 ** self.t, 1 - b2 ** self.t
+        live = [i for i, p in enumerate(self.params) if p.grad is not None]  # as torch.optim: skip grad None
+        if not live:
+            return
+        ps, grads = [self.params[i] for i in live], [self.params[i].grad for i in live]
+        ms, vs = [self.m[i] for i in live], [self.v[i] for i in live]
+        if self.weight_decay:
+            torch._foreach_mul_(ps, 1 - self.lr * self.weight_decay)
+        torch._foreach_lerp_(ms, grads, 1 - b1)
+        torch._foreach_mul_(vs, b2)
+        torch._foreach_addcmul_(vs, grads, grads, 1 - b2)
+        denom = torch._foreach_sqrt(vs)
+        torch._foreach_div_(denom, math.sqrt(bc2))
+        torch._foreach_add_(denom, self.eps)
+        torch._foreach_addcdiv_(ps, ms, denom, -self.lr / bc1)
 
 
 # Ops that only re-view memory that already exists (Triton's interpreter calls set_ on whole
@@ -62,6 +103,7 @@ class _Audit:
                         audit.max_op = func.name()
                 return out
 
+        _skip_dynamo_import(Mode)
         self.mode = Mode()
         self.ops: set[str] = set()
         self.calls = 0  # aten ops dispatched, repeats included
@@ -104,6 +146,16 @@ class _Audit:
 
             setattr(owner, "run", counted)
             self._patched.append((owner, "run", original))
+
+
+def _skip_dynamo_import(mode_cls: type) -> None:
+    """torch wraps a TorchDispatchMode's ``__torch_dispatch__`` so that dynamo never traces it, and
+    that wrapper imports torch._dynamo on its first call (about a CPU-second). Nothing compiled runs
+    in the worker, so when dynamo is not loaded yet, record the function as its own dynamo-disabled
+    version (the wrapper's cache), which skips the import; other torch versions simply import it."""
+    raw = getattr(mode_cls.__dict__.get("__torch_dispatch__"), "__wrapped__", None)
+    if raw is not None and "torch._dynamo" not in sys.modules:
+        setattr(raw, "__dynamo_disable", raw)
 
 
 def audit_call(fn: Any, *args: Any, backward: Any = None, **kwargs: Any) -> dict:

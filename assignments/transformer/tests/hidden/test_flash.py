@@ -28,10 +28,12 @@ def _clean_source(submission_dir):
     require_clean_source(submission_dir)
 
 
-def _fwd(student, student_client, reference, q, k, v, causal, extra="", **kwargs):
+def _fwd(student, student_client, q, k, v, causal, extra="", **kwargs):
+    # The verdict comes from naive float64 attention (flash_helpers.check_forward), the exact answer; the
+    # reference kernel would only be a second, less exact oracle, and under Triton's interpreter it costs
+    # as much as the student's kernel, so it is not run here.
     what = f"flash_attention_forward on {describe(*q.shape, q.dtype, causal, extra)}"
-    ref = reference.flash.flash_attention_forward(q, k, v, is_causal=causal, **kwargs)
-    return run_forward(student, student_client, q, k, v, is_causal=causal, what=what, reference=ref, **kwargs)
+    return run_forward(student, student_client, q, k, v, is_causal=causal, what=what, **kwargs)
 
 
 # --------------------------------------------------------------------------- forward, CPU or GPU
@@ -39,24 +41,25 @@ def _fwd(student, student_client, reference, q, k, v, causal, extra="", **kwargs
 
 @weight(0.25)
 @pytest.mark.parametrize("d", HEAD_DIMS, ids=[f"D{d}" for d in HEAD_DIMS])
-def test_forward_float16_every_head_dim(student, student_client, reference, d):
+def test_forward_float16_every_head_dim(student, student_client, d):
     """float16 forward for this head dim, N in {1, 37, 64}, causal or not"""
+    # One head (two heads per head dim: the public float32 tests; several: test_forward_batch_and_heads).
     for n in (1, 37, 64):
         for causal in (False, True):
-            q, k, v = qkv(1, 2, n, d, seed=3 * d + n + causal, dtype=torch.float16)
-            _fwd(student, student_client, reference, q, k, v, causal)
+            q, k, v = qkv(1, 1, n, d, seed=3 * d + n + causal, dtype=torch.float16)
+            _fwd(student, student_client, q, k, v, causal)
 
 
 @weight(1)
-def test_forward_many_key_blocks(student, student_client, reference):
+def test_forward_many_key_blocks(student, student_client):
     """N = 300 spans several key blocks for any block size; the maximum grows in later blocks (rescaling)"""
-    n, d = 300, 16
+    n, d = 300, 16  # one head: the interpreter's cost grows with B * H * N^2; heads are tested elsewhere
     for causal in (False, True):
-        q, k, v = qkv(1, 2, n, d, seed=50 + causal)
+        q, k, v = qkv(1, 1, n, d, seed=50 + causal)
         # Later keys get larger norms, so the running maximum keeps rising from block to block: a kernel
         # that does not rescale its running sum and accumulator by exp(m_old - m_new) is far off.
         k = k * torch.linspace(0.2, 3.0, n, dtype=k.dtype, device=k.device)[:, None]
-        _fwd(student, student_client, reference, q, k, v, causal, ", later keys scaled up")
+        _fwd(student, student_client, q, k, v, causal, ", later keys scaled up")
 
 
 @weight(1)
@@ -71,32 +74,32 @@ def test_forward_sequence_lengths(student, student_client):
 
 
 @weight(1)
-def test_forward_batch_and_heads(student, student_client, reference):
+def test_forward_batch_and_heads(student, student_client):
     """B=2, H=3 with different data per (batch, head): each program reads its own slice; flash_attention too"""
     for causal in (False, True):
         q, k, v = qkv(2, 3, 33, 32, seed=70 + causal)
-        _fwd(student, student_client, reference, q, k, v, causal)
+        _fwd(student, student_client, q, k, v, causal)
         run_attention(student, student_client, q, k, v, is_causal=causal,
                       what=f"flash_attention on {describe(2, 3, 33, 32, q.dtype, causal)}")
 
 
 @weight(1)
-def test_forward_noncontiguous(student, student_client, reference):
+def test_forward_noncontiguous(student, student_client):
     """q, k, v that are transposed views of (B, N, H, D) tensors give the same results"""
     b, h, n, d = 2, 2, 29, 64
     for causal in (False, True):
         base = [randn(b, n, h, d, seed=80 + i + 3 * causal).to(device()) for i in range(3)]
         q, k, v = (t.transpose(1, 2) for t in base)
         assert not q.is_contiguous()
-        _fwd(student, student_client, reference, q, k, v, causal, ", non-contiguous")
+        _fwd(student, student_client, q, k, v, causal, ", non-contiguous")
 
 
 @weight(1)
-def test_forward_softmax_scale(student, student_client, reference):
+def test_forward_softmax_scale(student, student_client):
     """softmax_scale replaces 1/sqrt(D) in o and in lse"""
     for scale, causal in ((0.05, False), (1.0, True), (0.3, False)):
         q, k, v = qkv(1, 2, 40, 32, seed=90 + int(scale * 10))
-        _fwd(student, student_client, reference, q, k, v, causal, f", softmax_scale={scale}", softmax_scale=scale)
+        _fwd(student, student_client, q, k, v, causal, f", softmax_scale={scale}", softmax_scale=scale)
 
 
 @weight(1)
@@ -238,25 +241,25 @@ def _naive_rows(q, k, v, rows):
 @pytest.mark.parametrize("d", HEAD_DIMS, ids=[f"D{d}" for d in HEAD_DIMS])
 def test_backward_every_head_dim(student, student_client, d):
     """float32 gradients for this head dim, N = 37, causal or not, vs naive float64 autograd"""
-    n = 37
+    n = 37  # one head (several: test_backward_noncontiguous_scale_heads and the public backward tests)
     for causal in (False, True):
-        q, k, v = qkv(1, 2, n, d, seed=200 + d + causal)
-        g = randn(1, 2, n, d, seed=300 + d + causal).to(q.device)
+        q, k, v = qkv(1, 1, n, d, seed=200 + d + causal)
+        g = randn(1, 1, n, d, seed=300 + d + causal).to(q.device)
         run_backward(student, student_client, q, k, v, g, is_causal=causal,
-                     what=f"flash_attention backward on {describe(1, 2, n, d, q.dtype, causal)}")
+                     what=f"flash_attention backward on {describe(1, 1, n, d, q.dtype, causal)}")
 
 
 @pytest.mark.part("flash_backward")
 @weight(1)
 def test_backward_sequence_lengths(student, student_client):
     """gradients for N in {1, 64, 100} (one row, block multiples, ragged last block) and several key blocks"""
-    d = 16
+    d = 16  # one head (several heads: test_backward_noncontiguous_scale_heads)
     for n in (1, 64, 100):
         for causal in (False, True):
-            q, k, v = qkv(1, 2, n, d, seed=400 + n + causal)
-            g = randn(1, 2, n, d, seed=500 + n + causal).to(q.device)
+            q, k, v = qkv(1, 1, n, d, seed=400 + n + causal)
+            g = randn(1, 1, n, d, seed=500 + n + causal).to(q.device)
             run_backward(student, student_client, q, k, v, g, is_causal=causal,
-                         what=f"flash_attention backward on {describe(1, 2, n, d, q.dtype, causal)}")
+                         what=f"flash_attention backward on {describe(1, 1, n, d, q.dtype, causal)}")
 
 
 @pytest.mark.part("flash_backward")
@@ -288,11 +291,13 @@ def test_backward_noncontiguous_scale_heads(student, student_client):
 @weight(1)
 def test_backward_audit_no_score_matrix(student, student_client):
     """forward + backward launch Triton kernels, run no torch matmul/softmax and allocate no N x N matrix"""
-    n, d = 256, 16
+    # One N x N matrix (16384 elements) is 8x any legitimate tensor (q, k, v, o, dq, dk, dv: 2048 each),
+    # the same margin as N = 256 with two heads at an eighth of the interpreter's cost.
+    n, d = 128, 16
     for causal in (False, True):
-        q, k, v = qkv(1, 2, n, d, seed=800 + causal)
-        g = randn(1, 2, n, d, seed=810 + causal).to(q.device)
-        what = f"flash_attention backward on {describe(1, 2, n, d, q.dtype, causal)}"
+        q, k, v = qkv(1, 1, n, d, seed=800 + causal)
+        g = randn(1, 1, n, d, seed=810 + causal).to(q.device)
+        what = f"flash_attention backward on {describe(1, 1, n, d, q.dtype, causal)}"
         report = run_backward(student, student_client, q, k, v, g, is_causal=causal, what=what)
         check_no_nxn(report, n, what)
 

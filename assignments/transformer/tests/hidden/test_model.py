@@ -51,9 +51,19 @@ def test_causal(student, reference, assignment, positional):
                      assignment.tolerance("float32"))
 
 
-# Calibrated on one CPU thread: about 2 s of training; the reference's held-out loss is 0.002-0.015 over
-# 22 seeds (0.003 with these), a model without positional information stays at 1.6-2.0 (chance: ln 16 = 2.77).
-COPY = {"k": 12, "symbols": 16, "steps": 300, "lr": 3e-3, "batch_size": 32, "threshold": 0.1}
+# Calibrated on one CPU thread (autograder.routines.train_lm from the reference's initial weights, the held-out
+# loss below). Sinusoidal: the reference's loss is 0.002-0.015 over 22 seeds (0.003 with the test's seed 0),
+# a model without positional information stays at 1.6-2.0 (chance: ln 16 = 2.77); about 3 s of training.
+# This schedule stays as it was: the shorter ones tried (lr 3e-3 to 2e-2, 150 to 250 steps) pass the
+# reference as well but change fixture outcomes either way (bug_weight_tying learns late, after 160-250 steps
+# at lr 1e-2 depending on the seed; bug_post_ln_swapped is at 0.010 after 260 steps here but in a loss spike,
+# 0.64, at step 300, and it loses these points today). RoPE learns much faster, so it gets a shorter, hotter
+# schedule: the reference reaches 0.0011-0.0021 over seeds 0-19 after 100 steps at lr 1e-2 (0.0013 with seed
+# 0), as do alt_correct and alt_sdpa (seeds 0-5) and, at seed 0, every fixture that passed before (0.004 at
+# most), while the model without positional information stays at 2.08-2.19 (seeds 0-9); about 1 s.
+COPY = {"k": 12, "symbols": 16, "batch_size": 32, "threshold": 0.1,
+        "schedule": {"sinusoidal": {"steps": 300, "lr": 3e-3}, "rope": {"steps": 100, "lr": 1e-2}},
+        "reference_loss": {"sinusoidal": 0.003, "rope": 0.0013}}
 
 
 @weight(2)
@@ -64,17 +74,19 @@ def test_learns_copy_task(student, student_client, reference, positional):
     vocab = symbols + 2
     mine, _, what = lm_pair(student, reference, vocab, 32, 4, 2, 2 * k + 2, seed=0, positional=positional)
     inputs, targets = copy_task(4096, k, symbols, seed=101)
-    routine(student_client, "train_lm", mine, inputs, targets, steps=COPY["steps"], lr=COPY["lr"],
+    steps, lr = COPY["schedule"][positional]["steps"], COPY["schedule"][positional]["lr"]
+    routine(student_client, "train_lm", mine, inputs, targets, steps=steps, lr=lr,
             batch_size=COPY["batch_size"], seed=0, timeout=60)  # its returned losses are not evidence
     mine.eval()
     held_out = copy_task(256, k, symbols, seed=999)
     loss = prefix_loss(mine, *held_out, vocab, what)
     if not loss < COPY["threshold"]:  # also catches NaN
         raise AssertionError(
-            f"{what} did not learn to copy: after {COPY['steps']} AdamW steps (lr {COPY['lr']:g}, batch "
+            f"{what} did not learn to copy: after {steps} AdamW steps (lr {lr:g}, batch "
             f"{COPY['batch_size']}, starting from the reference's initial weights) on sequences "
             f"[BOS, a1..a{k}, SEP, a1..a{k}] of {symbols} symbols, its cross-entropy on held-out sequences, "
             f"predicting each copied token from its prefix, is {loss:.3g} nats; it must be below "
-            f"{COPY['threshold']:g} (chance is 2.77, the reference reaches about 0.005). Check that positions "
-            "reach the attention, every block is causal and gradients reach every parameter."
+            f"{COPY['threshold']:g} (chance is 2.77, the reference reaches about "
+            f"{COPY['reference_loss'][positional]:g}). Check that positions reach the attention, every block is "
+            "causal and gradients reach every parameter."
         )

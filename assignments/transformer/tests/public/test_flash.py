@@ -24,32 +24,30 @@ def _clean_source(submission_dir):
     require_clean_source(submission_dir)
 
 
-def _reference_forward(reference, q, k, v, **kwargs):
-    # Data only (recorded in the student kit): the reference's (o, lse) for these inputs.
-    return reference.flash.flash_attention_forward(q, k, v, **kwargs)
+# The forward tests check (o, lse) against naive attention computed in float64 (flash_helpers.check_forward),
+# the exact answer, not against the reference kernel: under Triton's interpreter that would cost as much
+# as running your kernel again and could only be less exact.
 
 
 @weight(1)
 @pytest.mark.parametrize("d", HEAD_DIMS, ids=[f"D{d}" for d in HEAD_DIMS])
-def test_forward_float32(student, student_client, reference, d):
-    """forward (o, lse) in float32 matches naive attention and the reference, N in {1, 37, 64}, causal or not"""
+def test_forward_float32(student, student_client, d):
+    """forward (o, lse) in float32 matches naive float64 attention, N in {1, 37, 64}, causal or not"""
     for n in (1, 37, 64):
         for causal in (False, True):
             q, k, v = qkv(1, 2, n, d, seed=100 * d + n + causal)
             run_forward(student, student_client, q, k, v, is_causal=causal,
-                        what=f"flash_attention_forward on {describe(1, 2, n, d, q.dtype, causal)}",
-                        reference=_reference_forward(reference, q, k, v, is_causal=causal))
+                        what=f"flash_attention_forward on {describe(1, 2, n, d, q.dtype, causal)}")
 
 
 @weight(1)
-def test_forward_float16(student, student_client, reference):
+def test_forward_float16(student, student_client):
     """forward in float16 keeps the dtype and matches naive attention (fp32 accumulation)"""
     for d, n in ((16, 37), (64, 64)):
         for causal in (False, True):
             q, k, v = qkv(1, 2, n, d, seed=7 * d + n + causal, dtype=torch.float16)
             run_forward(student, student_client, q, k, v, is_causal=causal,
-                        what=f"flash_attention_forward on {describe(1, 2, n, d, q.dtype, causal)}",
-                        reference=_reference_forward(reference, q, k, v, is_causal=causal))
+                        what=f"flash_attention_forward on {describe(1, 2, n, d, q.dtype, causal)}")
 
 
 @weight(1)
@@ -77,10 +75,10 @@ def test_source_integrity(student, student_client, submission_dir):
 @weight(1)
 def test_audit_no_score_matrix(student, student_client):
     """the call launches Triton kernels, runs no torch matmul/softmax/SDPA and allocates no N x N matrix"""
-    n, d = 256, 16  # one N x N matrix (65536 elements) dwarfs q, k, v, o (8192 each) and lse
+    n, d = 128, 16  # one N x N matrix (16384 elements) dwarfs q, k, v, o (2048 each) and lse
     for causal in (False, True):
-        q, k, v = qkv(1, 2, n, d, seed=21 + causal)
-        what = f"flash_attention_forward on {describe(1, 2, n, d, q.dtype, causal)}"
+        q, k, v = qkv(1, 1, n, d, seed=21 + causal)
+        what = f"flash_attention_forward on {describe(1, 1, n, d, q.dtype, causal)}"
         report = audited(student, student_client, "flash_attention_forward", q, k, v, is_causal=causal, what=what)
         o, _ = forward_output(report, what, tuple(q.shape), q.dtype)
         check_no_nxn(report, n, what)
