@@ -34,6 +34,7 @@ from . import forkserver
 from .errors import StaleObject, StudentCodeError, WorkerCrashed, WorkerTimeout
 from .protocol import MAX_TYPE_NAME, ChannelClosed, Handle, ProtocolError, pack, read_frame, write_frame
 from .sandbox import Sandbox
+from .worker import HANG_REPORT_PREFIX
 
 OUTPUT_HEAD = 6_000
 OUTPUT_TAIL = 4_000
@@ -47,7 +48,6 @@ DUMP_FRAMES_SHOWN = 5
 # The hang report (SIGUSR2): within HANG_WAIT_S, at most HANG_MAX_BYTES.
 HANG_WAIT_S = 0.3
 HANG_MAX_BYTES = 64 * 1024
-HANG_REPORT_PREFIX = b"AGHANG "
 # Calls shorter than this are never marked halfway (a hang there costs little anyway).
 MARK_MIN_S = 2.0
 
@@ -95,6 +95,18 @@ def describe_exit(code: int | None) -> str:
     return f"exited with code {code} (did your code call os._exit or exit the interpreter?)"
 
 
+def _drain(fd: int, deadline: float) -> bool:
+    """Discard what the dump pipe holds already: student code wrote it, not the worker's answer to
+    the signal about to be sent. False when the pipe is closed or ``deadline`` passed meanwhile."""
+    drained = 0
+    while drained < 4 * DUMP_MAX_BYTES and select.select([fd], [], [], 0)[0]:
+        chunk = os.read(fd, 1 << 16)
+        if not chunk or time.monotonic() >= deadline:
+            return False
+        drained += len(chunk)
+    return True
+
+
 def stack_dump(proc: _Process) -> str:
     """Ask a worker that ran past its time limit for its Python stacks (SIGUSR1; the worker's
     faulthandler writes them to its dump pipe) and return what came within DUMP_WAIT_S.
@@ -109,14 +121,7 @@ def stack_dump(proc: _Process) -> str:
     deadline = time.monotonic() + DUMP_WAIT_S
     data = bytearray()
     try:
-        # Whatever is in the pipe already was written by student code, not by the dump asked for now.
-        drained = 0
-        while drained < 4 * DUMP_MAX_BYTES and select.select([fd], [], [], 0)[0]:
-            chunk = os.read(fd, 1 << 16)
-            if not chunk or time.monotonic() >= deadline:
-                return ""
-            drained += len(chunk)
-        if proc.popen.poll() is not None:
+        if not _drain(fd, deadline) or proc.popen.poll() is not None:
             return ""
         os.kill(proc.popen.pid, signal.SIGUSR1)
         while len(data) < DUMP_MAX_BYTES:
@@ -151,12 +156,8 @@ def hang_report(proc: _Process, root: Path, package: str) -> list[dict] | None:
     deadline = time.monotonic() + HANG_WAIT_S
     data = bytearray()
     try:
-        drained = 0  # what is there already was not written for this request
-        while drained < 4 * DUMP_MAX_BYTES and select.select([fd], [], [], 0)[0]:
-            chunk = os.read(fd, 1 << 16)
-            if not chunk:
-                return None
-            drained += len(chunk)
+        if not _drain(fd, deadline):
+            return None
         os.kill(proc.popen.pid, signal.SIGUSR2)
         while b"\n" not in data and len(data) < HANG_MAX_BYTES:
             left = deadline - time.monotonic()

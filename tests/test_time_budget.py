@@ -52,6 +52,10 @@ class Block(nn.Module):
         return self.attn(x)
 '''
 
+# A call that fails at once, a new worker forked for it included, against a limit of 3 s: well under
+# the limit even on a loaded machine (a fork and the student's imports), far from waiting it out.
+FAST_S = 2.0
+
 HANGS_AT_IMPORT = "import time\nwhile True:\n    time.sleep(0.05)\n"
 IMPORTS_IT = "from . import stuck\n\ndef f():\n    return 1\n"
 
@@ -92,7 +96,7 @@ def test_a_hung_function_costs_its_limit_once(client):
     client.test_name = "part: a later test"
     for call in (s.mod.loops_calling_helper, s.mod.outer):
         again, took = timed(call)
-        assert isinstance(again, WorkerTimeout) and took < 1.0, (again, took)
+        assert isinstance(again, WorkerTimeout) and took < FAST_S, (again, took)
         assert str(again).startswith("Your function loops_calling_helper (pkg/mod.py, line 8) did not finish in an "
                                      'earlier test, "part: the first test", where it was stopped after 3 s; so this '
                                      "call of it"), str(again)
@@ -106,7 +110,7 @@ def test_a_hung_method_fails_fast_through_its_callers(client):
     assert isinstance(first, WorkerTimeout) and took >= 3
     assert "Attention.forward" in str(first)
     again, took = timed(s.mod.Block(), 1)  # a new object, reached through another module's forward
-    assert isinstance(again, WorkerTimeout) and took < 1.0
+    assert isinstance(again, WorkerTimeout) and took < FAST_S
     assert "Your function Attention.forward" in str(again) and "in forward" in str(again)  # the call path
 
 
@@ -131,7 +135,7 @@ def test_a_hang_at_import_costs_its_limit_once(client):
     assert isinstance(first, WorkerTimeout) and took >= 3
     assert "The top level of pkg/stuck.py had been running" in str(first)
     again, took = timed(lambda: s.uses_stuck.f())  # imports the module that hung
-    assert isinstance(again, WorkerTimeout) and took < 1.0
+    assert isinstance(again, WorkerTimeout) and took < FAST_S
     assert str(again).startswith("The top level of pkg/stuck.py did not finish in an earlier test")
     assert s.mod.helper(1) == 2
 
