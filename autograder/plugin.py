@@ -374,6 +374,9 @@ def pytest_runtest_protocol_deadline(item: pytest.Item, nextitem) -> bool | None
     if deadline is None or state is None or time.time() < deadline:
         name = state["meta"]["name"] if state is not None else ""
         item.config._ag_current_test = name  # type: ignore[attr-defined]
+        path = item.config.getoption("--ag-records")
+        if path and state is not None:  # should this process die in the test, the runner knows where
+            Path(path).with_suffix(".current").write_text(state["meta"]["nodeid"])
         for client in getattr(item.config, "_ag_clients", []):
             client.test_name = name
         return None

@@ -25,7 +25,7 @@ from typing import Callable, Literal
 from . import forkserver
 from .config import Assignment
 from .manifest import ManifestEntry, read_manifest
-from .records import NOT_RUN, read_records
+from .records import NOT_RUN, TestRecord, append_record, read_records
 from .results import Results
 from .sandbox import Privilege, SandboxError, can_reach, has_cuda, kill_tree, plan, stage_code
 from .scoring import RunInfo, assemble
@@ -200,6 +200,38 @@ def _exit_code(proc: forkserver.ForkedProcess, timeout: float) -> int | None:
     return code
 
 
+def _after_grader_death(cfg: Assignment, manifest: list[ManifestEntry], rec_path: Path, code: int,
+                        info: RunInfo) -> list[ManifestEntry]:
+    """The grading pytest died in a test (student code killed it, or the kernel did for memory):
+    that test and the rest of its part fail, with the reason; the tests of other parts still to run
+    are returned, for a new pytest. Empty when it did not die in a test (nothing to blame: no retry)."""
+    records = read_records(rec_path)
+    current = rec_path.with_suffix(".current")
+    culprit = current.read_text().strip() if current.exists() else ""
+    by_id = {m.nodeid: m for m in manifest}
+    if culprit not in by_id or culprit in records:
+        return []
+    part = by_id[culprit].part
+    how = f"killed by signal {-code}" if code < 0 else f"ended with exit code {code}"
+    culprit_name = by_id[culprit].name
+    message = (f"The grading process was {how} while this test ran your code (student code must not signal, "
+               "kill or exhaust the processes around it). The other tests of part "
+               f"'{part}' were not run and earn no points; the other parts were graded in a new grading process.")
+    not_run = (f"Not run: the grading process was {how} during the test \"{culprit_name}\" of this part "
+               f"('{part}'), so the rest of the part earns no points.")
+    gpu_missing = not has_cuda()
+    for m in manifest:
+        if m.part == part and m.nodeid not in records:
+            skip = m.gpu and gpu_missing  # as the plugin records it: left out of the total on CPU
+            append_record(rec_path, TestRecord(nodeid=m.nodeid, status="failed", score=0.0, max_score=m.max_score,
+                                               message=message if m.nodeid == culprit else not_run,
+                                               skipped=skip, gpu_missing=skip))
+    info.notes.append(f"The grading process was {how} during \"{culprit_name}\" (part '{part}'); that part's "
+                      "remaining tests were not run, the other parts were graded in a new grading process.")
+    current.unlink()
+    return [m for m in manifest if m.part != part and m.nodeid not in records]
+
+
 class _Progress:
     """Reports how many tests have finished while pytest runs, from the records file it appends to."""
 
@@ -295,7 +327,7 @@ def grade(cfg: Assignment, root: Path, out: Path | None = None, suite: Suite = "
             if box.uid is not None and not can_reach(code / cfg.package, box.uid, box.gid or 0):
                 info.run_error = (f"the sandbox account {box.user!r} cannot read {code} "
                                   "(set TMPDIR to a folder every account can enter)")
-            cmd = _pytest_command(cfg, ini, [
+            command = lambda selection: _pytest_command(cfg, ini, [  # noqa: E731
                 "--ag-root", str(root), "--ag-records", str(rec_path),
                 "--ag-worker-root", str(code), "--ag-sandbox", box.to_json(),
                 "--ag-time-limits", cfg.time_limits.model_dump_json(),
@@ -309,10 +341,20 @@ def grade(cfg: Assignment, root: Path, out: Path | None = None, suite: Suite = "
                 *selection,
             ])
         if manifest and box is not None and not info.run_error:
+            def run(selection: list[str]) -> tuple[int | None, str]:
+                return run_pytest(command(selection), tmp, {**_env(), **(env or {})},
+                                  max(1.0, end - time.monotonic()), verbose, cfg.time_limits.start_s, host_server)
+
             with _Progress(rec_path, len(manifest), progress) if progress else contextlib.nullcontext():
-                returncode, stdout = run_pytest(cmd, tmp, {**_env(), **(env or {})},
-                                                max(1.0, end - time.monotonic()),
-                                                verbose, cfg.time_limits.start_s, host_server)
+                returncode, stdout = run(selection)
+                for _ in cfg.parts:  # each restart gives up one part: never more restarts than parts
+                    if returncode in (0, 1, None) or end - time.monotonic() < stop_margin(cfg.time_limits.total_s):
+                        break
+                    left = _after_grader_death(cfg, manifest, rec_path, returncode, info)
+                    if not left:
+                        returncode = 1 if read_records(rec_path) else returncode
+                        break
+                    returncode, stdout = run([str(cfg.tests_dir / m.nodeid) for m in left])
             if returncode is None:
                 info.run_error = f"grading took longer than {cfg.time_limits.total_s:g} s and was stopped"
             elif returncode not in (0, 1):  # 1 = some tests failed

@@ -19,6 +19,7 @@ from __future__ import annotations
 import collections.abc
 import importlib
 import os
+import re
 import signal
 import sys
 import traceback
@@ -255,10 +256,42 @@ class Worker:
         return value
 
     # -------------------------------------------------------------- targets
+    def package_module(self) -> types.ModuleType:
+        """The student's package. Its ``__init__.py`` runs once; where that fails (it imports a
+        module that fails, or one that was not graded), the package is made without it, so that a
+        broken package face costs only the parts whose own files are broken: each part's module is
+        then imported on its own, and fails, if at all, with its own error."""
+        module = sys.modules.get(self.package)
+        if module is not None:
+            return module
+        try:
+            return importlib.import_module(self.package)
+        except BaseException:  # noqa: BLE001 - a SystemExit or a refused hung import included
+            import importlib.machinery
+            import importlib.util
+
+            spec = importlib.machinery.ModuleSpec(self.package, None, is_package=True)
+            spec.submodule_search_locations = [os.path.join(self.root, self.package)]
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[self.package] = module
+            for name, sub in list(sys.modules.items()):  # modules the failed __init__ did import
+                head, _, tail = name.partition(".")
+                if head == self.package and tail and "." not in tail and sub is not None:
+                    setattr(module, tail, sub)
+            return module
+
     def import_module(self, name: str) -> types.ModuleType:
         if not name.isidentifier():
             raise ValueError(f"bad module name {name!r}")
-        return importlib.import_module(f"{self.package}.{name}")
+        self.package_module()
+        try:
+            return importlib.import_module(f"{self.package}.{name}")
+        except ImportError as e:
+            hint = ungraded_module_hint(e, self.root, self.package)
+            if hint:  # the same exception (its traceback names the student's line), told more
+                e.msg = f"{e}. {hint}"
+                e.args = (e.msg,)
+            raise
 
     def resolve(self, target: dict) -> Any:
         path = list(target.get("path", []))
@@ -269,7 +302,7 @@ class Worker:
             obj = self.objects[h]
         else:
             if not path:
-                obj = importlib.import_module(self.package)
+                obj = self.package_module()
             else:
                 obj = self.import_module(path.pop(0))
         for name in path:
@@ -426,6 +459,33 @@ def qualified_type(obj: Any) -> str:
         return f"{module}.{qualname}"[:MAX_TYPE_NAME]
     except Exception:  # noqa: BLE001 - a message detail: never worth failing a request for
         return ""
+
+
+_CANNOT_IMPORT = re.compile(r"cannot import name '(\w+)' from (?:partially initialized module )?'([\w.]+)'")
+
+
+def ungraded_module_hint(e: ImportError, root: str, package: str) -> str:
+    """When ``e`` is about a module of the package that is not in the grading folder, say plainly
+    that only the assignment's files are graded (the import error itself suggests a circular import
+    or a typo). Empty when the import failed for another reason."""
+    missing = ""
+    name = e.name if isinstance(e.name, str) else ""
+    match = _CANNOT_IMPORT.search(str(e))
+    if match and match.group(2) == package:
+        missing = match.group(1)
+    elif name.startswith(package + "."):
+        missing = name[len(package) + 1:].partition(".")[0]
+    folder = os.path.join(root, package)
+    if not missing or not missing.isidentifier() or os.path.exists(os.path.join(folder, missing + ".py")) \
+            or os.path.isdir(os.path.join(folder, missing)):
+        return ""
+    try:
+        graded = sorted(f for f in os.listdir(folder) if f.endswith(".py") and f != "__init__.py")
+    except OSError:
+        graded = []
+    return (f"{package}/{missing}.py is not graded: only the files listed for the assignment are copied for "
+            f"grading ({', '.join(graded)}), so it is not there. Move what you need from it into the graded "
+            "file that imports it.")
 
 
 def _is_interpreter_error(e: BaseException) -> bool:

@@ -225,6 +225,10 @@ def test_no_process_outlives_grading(corpus, markers):
     pids = [int(x) for x in (markers / "fork_bomb.pids").read_text().split()]
     assert len(pids) == 64  # the bomb did go off
     assert not [p for p in pids if _alive(p)]
+    # 300 sleepers forked from inside a call, each holding the worker's pipes (up to the process limit)
+    storm = [int(x) for x in (markers / "fork_storm.pids").read_text().split()]
+    assert len(storm) >= 20, len(storm)
+    assert not [p for p in storm if _alive(p)]
     beat = markers / "daemon.beat"
     assert beat.exists()  # the daemon did start
     before = beat.stat().st_mtime
@@ -256,6 +260,36 @@ def test_sandbox_is_reported(corpus):
     assert box["limits"]["memory_mb"] == SANDBOX["memory_mb"]
     if os.geteuid() == 0:
         assert box["user"] != "root", box  # the venv is one the sandbox account can run
+
+
+def test_a_killed_parent_costs_only_its_part(corpus, markers):
+    # As root the sandbox account cannot signal the grader ("refused"); elsewhere the grader dies and
+    # the other parts are graded in a new pytest (test_a_killed_grader_costs_only_its_part).
+    outcomes = (markers / "kill_parent.txt").read_text().splitlines()
+    assert outcomes, "the attack did not run"
+    res = corpus["results"]["kill_parent"]
+    assert part(res, "mha")["score"] == 0
+    assert part(res, "attention")["score"] == part(res, "attention")["max_score"] > 0
+
+
+def test_a_killed_grader_costs_only_its_part(cfg, markers, tmp_path):
+    """Student code running with the grader's own rights (no sandbox account: a student's laptop, or
+    privilege "off") kills the grading pytest: that part fails with the reason, the rest is graded."""
+    from autograder.runner import grade
+
+    root = materialize("kill_parent", tmp_path, cfg, {"MARKERS": str(markers)})
+    shutil.copy(cfg.reference_root / cfg.package / "posenc.py", root / cfg.package / "posenc.py")
+    res = grade(cfg, root, parts=["attention", "mha", "posenc"], privilege="off", time_limits=LIMITS,
+                sandbox=SANDBOX)
+    assert [line.split()[-1] for line in (markers / "kill_parent.txt").read_text().splitlines()][-1] == "killed"
+    for name in ("attention", "posenc"):  # one part before the killed one in the run, one after
+        assert part(res, name)["score"] == part(res, name)["max_score"] > 0, outputs(res, name)[:2000]
+    assert part(res, "mha")["score"] == 0
+    assert "The grading process was killed by signal 9 while this test ran your code" in outputs(res)
+    assert "Not run: the grading process was killed by signal 9 during the test" in outputs(res)
+    assert "that part's remaining tests were not run" in res.output
+    expected = [m for m in read_manifest(cfg.manifest_path) if m.part in ("attention", "mha", "posenc")]
+    assert len(res.tests) == len(expected)
 
 
 # --------------------------------------------------------------------------- planted files, links
@@ -295,6 +329,9 @@ def test_gradescope_intruder(cfg, dist, fresh_python, layout_base, markers):
     for attempt in ("read_hidden", "read_reference", "forge_results", "plant_file", "setuid_root", "kill_grader"):
         assert report[attempt].startswith("refused"), report
     assert report["fork_bomb"].startswith("refused"), report  # the process limit held
+    calls = [json.loads(line) for line in (markers / "intruder_calls.jsonl").read_text().splitlines()]
+    assert calls and all(c["kill_parent"].startswith("refused") for c in calls), calls  # inside calls too
+    assert max(c["forks"] for c in calls) > 0, calls
     assert res.extra_data["sandbox"]["user"] == "ag-student"
     assert part(res, "attention")["score"] == part(res, "attention")["max_score"]
     assert part(res, "mha")["score"] == 0
