@@ -201,13 +201,14 @@ def hang_in_forward(src_root, dest):
 def test_a_hang_in_forward_costs_one_limit_and_only_its_parts(cfg, tmp_path):
     from autograder.runner import grade
 
-    parts = ["attention", "mha", "block", "posenc", "analysis"]
+    parts = ["attention", "mha", "block", "posenc", "analysis", "written"]
     sub = hang_in_forward(cfg.reference_root, tmp_path / "sub")
+    assert (sub / "answers.ipynb").is_file()
     ref = grade(cfg, cfg.reference_root, parts=parts, time_limits={"call_s": 5})
     res = grade(cfg, sub, parts=parts, time_limits={"call_s": 5})
     by_part = res.extra_data["parts"]
-    for part in ("attention", "posenc", "analysis"):
-        assert by_part[part]["score"] == by_part[part]["max_score"], part
+    for part in ("attention", "posenc", "analysis", "written"):
+        assert by_part[part]["score"] == by_part[part]["max_score"] > 0, part
     assert by_part["mha"]["score"] < by_part["mha"]["max_score"]
     stopped = [t for t in res.tests if "did not finish within 5 s" in (t.output or "")]
     fast = [t for t in res.tests if "did not finish in an earlier test" in (t.output or "")]
