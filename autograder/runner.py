@@ -201,16 +201,17 @@ def _exit_code(proc: forkserver.ForkedProcess, timeout: float) -> int | None:
 
 
 def _after_grader_death(cfg: Assignment, manifest: list[ManifestEntry], rec_path: Path, code: int,
-                        info: RunInfo) -> list[ManifestEntry]:
+                        info: RunInfo) -> list[ManifestEntry] | None:
     """The grading pytest died in a test (student code killed it, or the kernel did for memory):
     that test and the rest of its part fail, with the reason; the tests of other parts still to run
-    are returned, for a new pytest. Empty when it did not die in a test (nothing to blame: no retry)."""
+    are returned, for a new pytest. None when it did not die in a test (nothing to blame: no retry,
+    the run is reported as failed as before)."""
     records = read_records(rec_path)
     current = rec_path.with_suffix(".current")
     culprit = current.read_text().strip() if current.exists() else ""
     by_id = {m.nodeid: m for m in manifest}
     if culprit not in by_id or culprit in records:
-        return []
+        return None
     part = by_id[culprit].part
     how = f"killed by signal {-code}" if code < 0 else f"ended with exit code {code}"
     culprit_name = by_id[culprit].name
@@ -351,8 +352,10 @@ def grade(cfg: Assignment, root: Path, out: Path | None = None, suite: Suite = "
                     if returncode in (0, 1, None) or end - time.monotonic() < stop_margin(cfg.time_limits.total_s):
                         break
                     left = _after_grader_death(cfg, manifest, rec_path, returncode, info)
-                    if not left:
-                        returncode = 1 if read_records(rec_path) else returncode
+                    if left is None:
+                        break
+                    if not left:  # the part it died in was all that was left
+                        returncode = 1
                         break
                     returncode, stdout = run([str(cfg.tests_dir / m.nodeid) for m in left])
             if returncode is None:
