@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The GPU checks of the flash issue as ONE device run (the device tool's `run`), in priority order,
-# each step under its own time limit and none started past an overall deadline:
+# The GPU checks of the Triton part as one run on any Linux machine with an NVIDIA GPU, torch and
+# Triton, in priority order, each step under its own time limit and none started past a deadline:
 #   env       nvidia-smi, torch/triton versions
 #   targets   benchmarks/flash_targets.py: reference vs SDPA flash (bf16), fwd+bwd target shape,
 #             backward block-size sweep                                 -> $OUT/targets.json
@@ -8,10 +8,12 @@
 #   alt       grade tests/fixtures/submissions/flash_alt likewise      -> $OUT/flash_alt.json
 #   bench     autograder bench flash at GPU sizes                       -> $OUT/flash.png
 #   suite     the project's flash grading tests (every flash fixture on the GPU)
-# Everything printed also goes to $OUT/log.txt (the device returns at most 8 files).
+# Everything printed also goes to $OUT/log.txt (OUT defaults to ./gpu-out).
 #
-# Before the run, here: benchmarks/gpu_wheels.sh (the harness's missing wheels into .whl/). Then:
-#   run(command="bash benchmarks/gpu_check.sh", carry=[".whl"], timeout_s=600)
+# Usage, in a checkout on the GPU machine:
+#   benchmarks/gpu_wheels.sh          # the harness's other wheels into .whl/ (on a machine with internet
+#                                     # access; copy .whl/ along if the GPU machine has none)
+#   bash benchmarks/gpu_check.sh      # or: OUT=/some/folder bash benchmarks/gpu_check.sh targets reference
 # Optional arguments: the steps to run (default: all, in the order above); DEADLINE_S (default
 # 500) is when no further step starts; PY=.venv/bin/python skips the setup (to try the script here).
 set -uo pipefail
@@ -33,7 +35,7 @@ elif PY=$VENV/bin/python && [ ! -x "$PY" ]; then
     if ls .whl/*.whl >/dev/null 2>&1; then
         "$PY" -m pip install -q --no-index --no-deps --no-compile .whl/*.whl || exit 1
     else
-        echo "no .whl/ here: run benchmarks/gpu_wheels.sh first and carry .whl" && exit 1
+        echo "no .whl/ here: run benchmarks/gpu_wheels.sh first (and copy .whl/ to this machine)" && exit 1
     fi
     site=$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
     echo "$PWD" > "$site/autograder-checkout.pth"  # the harness from this checkout (works under -I)

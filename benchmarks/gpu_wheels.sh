@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Download, here, the wheels the GPU machine's image lacks (or holds in other versions), for its
-# Python 3.12 on x86-64, into .whl/ (ignored by git; `carry` it to the device). Versions are the
-# ones this checkout's .venv runs, so the device grades with what the CPU suite tested.
+# Download the wheels a GPU machine's Python environment lacks besides torch and Triton (for Python
+# 3.12 on x86-64 by default), into .whl/ (ignored by git; copy it to the GPU machine when that one
+# has no internet access). Versions are the ones this checkout's .venv runs, so the GPU machine
+# grades with what the CPU suite tested.
 # Usage: benchmarks/gpu_wheels.sh   (then see benchmarks/gpu_check.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
