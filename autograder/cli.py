@@ -311,7 +311,7 @@ def _batch_slurm(cfg: config_mod.Assignment, export: Path, out_dir: Path, *, for
                 bar.update(task, advance=1, description=f"{sub_id}: {what}")
 
             run = grade_export_slurm(cfg, export, out_dir, opts, force=force, parts=parts, dry_run=dry_run,
-                                     progress=tick, status=lambda text: console.print(escape(text)))
+                                     progress=tick, status=lambda text: console.print(escape(text), soft_wrap=True))
     except (SlurmError, ValueError) as e:
         console.print(f"[red]error:[/red] {escape(str(e))}")
         raise typer.Exit(1) from None
@@ -321,14 +321,17 @@ def _batch_slurm(cfg: config_mod.Assignment, export: Path, out_dir: Path, *, for
         raise typer.Exit(130) from None
     if dry_run:
         if run.script:
-            out.print(f"wrote {run.script}")
+            out.print(f"wrote {run.script}; submit it by hand with: sbatch {run.script}", soft_wrap=True,
+                      markup=False, highlight=False)
+        else:
+            out.print("nothing to submit: every submission has results or a task queued or running")
         return
     out.print(f"graded {len(run.results)} submissions; see {out_dir / 'grades.csv'} and {out_dir / 'summary.md'}")
     if run.failures:
         console.print(f"[yellow]{len(run.failures)} task(s) failed[/yellow] (see summary.md); run the same command "
                       "again to resubmit only those:")
         for sub_id, why in run.failures.items():
-            console.print(f"  {escape(sub_id)}: {escape(why)}")
+            console.print(f"  {escape(sub_id)}: {escape(why)}", soft_wrap=True)
         raise typer.Exit(1)
 
 

@@ -299,15 +299,20 @@ def grade_export_slurm(cfg: Assignment, export: Path, out_dir: Path, opts: Slurm
     waiting: dict[str, tuple[_Array, int]] = {}
     arrays: list[_Array] = []
     for rec in state["arrays"]:
-        if not rec.get("job_id") and not dry_run:
-            found = _find_job(rec["name"])
-            if found:
-                rec["job_id"] = found
-                _write_json(slurm_dir / STATE_FILE, state)
-        if not rec.get("job_id"):
+        try:
+            if not rec.get("job_id"):
+                found = _find_job(rec["name"])
+                if found:
+                    rec["job_id"] = found
+                    _write_json(slurm_dir / STATE_FILE, state)
+            if not rec.get("job_id"):
+                continue
+            states = _task_states(rec["job_id"], len(rec["ids"]))
+        except SlurmError:
+            if not dry_run:  # a dry run may be written where Slurm's commands are not
+                raise
             continue
         arr = _Array(rec["job_id"], rec["ids"], rec.get("minutes"), log_dir)
-        states = _task_states(arr.job_id, len(arr.ids)) if not dry_run else {}
         live = [i for i, (st, _) in states.items() if st in ACTIVE and i < len(arr.ids)]
         for i in live:
             if arr.ids[i] in by_id:
@@ -339,8 +344,9 @@ def grade_export_slurm(cfg: Assignment, export: Path, out_dir: Path, opts: Slurm
             "assignment": str(cfg.directory.resolve()), "parts": parts, "time_limits": time_limits,
             "sandbox": sandbox, "name": name,
         })
-        script.write_text(render_script(name=name, count=len(todo), list_path=list_path, out_dir=out_dir, log_dir=log_dir,
-                                        opts=opts, minutes=minutes, python=sys.executable, title=cfg.title))
+        script.write_text(render_script(name=name, count=len(todo), list_path=list_path, out_dir=out_dir,
+                                        log_dir=log_dir, opts=opts, minutes=minutes, python=sys.executable,
+                                        title=cfg.title))
         run.script = script
         if force and not dry_run:
             for s in todo:
@@ -351,7 +357,6 @@ def grade_export_slurm(cfg: Assignment, export: Path, out_dir: Path, opts: Slurm
         state["arrays"].append(rec)
         _write_json(slurm_dir / STATE_FILE, state)
         if dry_run:
-            say(f"wrote {script} ({len(todo)} task(s)); submit it with: sbatch {script}")
             return run
         rec["job_id"] = _submit(script)
         _write_json(slurm_dir / STATE_FILE, state)
@@ -363,7 +368,6 @@ def grade_export_slurm(cfg: Assignment, export: Path, out_dir: Path, opts: Slurm
         for i, sub_id in enumerate(arr.ids):
             waiting[sub_id] = (arr, i)
     elif dry_run:
-        say("nothing to submit: every submission has results or a task queued or running")
         return run
 
     _wait(out_dir, waiting, graded, run.failures, opts.poll_s, progress)
