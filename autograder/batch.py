@@ -2,10 +2,11 @@
 
 Input: Gradescope's "Export Submissions" download (the zip, or the folder it unpacks to) with
 ``submission_metadata.yml`` and one ``submission_<id>/`` folder per submission. Output folder:
-``results/<id>.json`` per submission, ``grades.csv`` (one row per submission), ``summary.md``
+``results/<id>.json`` per submission, ``grades.csv`` (one row per student), ``summary.md``
 with ``totals.png`` (histogram of totals) and ``pass_rates.png`` (per-part pass rates).
 Already graded submissions are skipped unless ``force``; a broken or hostile submission only
-ever produces its own failed results.
+ever produces its own failed results. :mod:`autograder.slurm` grades on a Slurm cluster instead,
+one submission per array task, with the same :func:`grade_submission` and the same :func:`merge`.
 """
 from __future__ import annotations
 
@@ -292,7 +293,10 @@ def _gpu_count() -> int:
 def write_reports(cfg: Assignment, subs: list[Submission], results: dict[str, Results], out_dir: Path,
                   failures: dict[str, str] | None = None) -> None:
     """grades.csv, summary.md, totals.png and pass_rates.png (``failures``: why a submission has no
-    results, e.g. "TIMEOUT" for a Slurm task killed by its time limit; its status says so)."""
+    results, e.g. "TIMEOUT" for a Slurm task killed by its time limit; its status says so).
+
+    grades.csv has one row per student, for a gradebook import: each member of a group submission
+    gets the submission's row with their own name, email and SID from the export's metadata."""
     parts = cfg.part_names
     failures = {k: v for k, v in (failures or {}).items() if k not in results}
     with open(out_dir / "grades.csv", "w", newline="") as f:
@@ -302,13 +306,14 @@ def write_reports(cfg: Assignment, subs: list[Submission], results: dict[str, Re
             res = results.get(sub.id)
             if res is None:
                 status = f"failed: {failures[sub.id]}" if sub.id in failures else "missing"
-                writer.writerow([sub.id, sub.names, sub.emails, sub.sids, *([""] * len(parts)), "", "", status])
-                continue
-            per = (res.extra_data or {}).get("parts", {})
-            max_total = sum(t.max_score or 0 for t in res.tests or [])
-            writer.writerow([sub.id, sub.names, sub.emails, sub.sids,
-                             *[per.get(p, {}).get("score", 0) for p in parts],
-                             res.score, max_total, _status(res)])
+                scores = [*([""] * len(parts)), "", "", status]
+            else:
+                per = (res.extra_data or {}).get("parts", {})
+                max_total = sum(t.max_score or 0 for t in res.tests or [])
+                scores = [*[per.get(p, {}).get("score", 0) for p in parts], res.score, max_total, _status(res)]
+            for person in sub.submitters or [{}]:
+                writer.writerow([sub.id, person.get("name", ""), person.get("email", ""), person.get("sid", ""),
+                                 *scores])
     totals = [r.score or 0.0 for r in results.values()]
     rates = {}
     for p in parts:

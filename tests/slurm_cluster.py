@@ -13,6 +13,7 @@ export, and waits until Ctrl-C.
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import socket
 import subprocess
@@ -93,13 +94,14 @@ class Cluster:
         key.write_bytes(os.urandom(1024))
         os.chmod(key, 0o400)
         ctld_port, slurmd_port = _free_ports(2)
+        user = pwd.getpwuid(os.getuid()).pw_name
         self.conf.write_text(f"""# A one-node test cluster (tests/slurm_cluster.py)
 ClusterName=agtest
 SlurmctldHost={self.node}
 SlurmctldPort={ctld_port}
 SlurmdPort={slurmd_port}
-SlurmUser=root
-SlurmdUser=root
+SlurmUser={user}
+SlurmdUser={user}
 AuthType=auth/munge
 CredType=cred/munge
 AuthInfo=socket={b / 'munge' / 'munge.socket'}
