@@ -144,7 +144,7 @@ def read_graded(out_dir: Path, sub_id: str) -> Results | None:
         return None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _gpu_name(visible: str | None) -> str | None:
     """Name of the first GPU visible with CUDA_VISIBLE_DEVICES=``visible`` (None: none), asked of a
     fresh interpreter so that this process never initialises CUDA (its forks could not use it)."""

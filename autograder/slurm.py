@@ -32,7 +32,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from .batch import (Submission, grade_submission, merge, read_export, read_graded, safe_extract)
+from .batch import Submission, grade_submission, merge, read_export, read_graded, safe_extract
 from .config import Assignment
 from .results import Results
 
@@ -297,7 +297,6 @@ def grade_export_slurm(cfg: Assignment, export: Path, out_dir: Path, opts: Slurm
     # Arrays of earlier runs: find those recorded without a job id (a run interrupted right at
     # submission, or a dry-run script submitted by hand) by name, then note their live tasks.
     waiting: dict[str, tuple[_Array, int]] = {}
-    arrays: list[_Array] = []
     for rec in state["arrays"]:
         try:
             if not rec.get("job_id"):
@@ -318,7 +317,6 @@ def grade_export_slurm(cfg: Assignment, export: Path, out_dir: Path, opts: Slurm
             if arr.ids[i] in by_id:
                 waiting[arr.ids[i]] = (arr, i)
         if live:
-            arrays.append(arr)
             run.attached.append(arr.job_id)
 
     graded: dict[str, Results] = {}
@@ -358,13 +356,17 @@ def grade_export_slurm(cfg: Assignment, export: Path, out_dir: Path, opts: Slurm
         _write_json(slurm_dir / STATE_FILE, state)
         if dry_run:
             return run
-        rec["job_id"] = _submit(script)
+        try:
+            rec["job_id"] = _submit(script)
+        except SlurmError:
+            state["arrays"].remove(rec)  # nothing was submitted: nothing to find again
+            _write_json(slurm_dir / STATE_FILE, state)
+            raise
         _write_json(slurm_dir / STATE_FILE, state)
         run.submitted.append(rec["job_id"])
         say(f"submitted job {rec['job_id']}: {len(todo)} task(s), at most {opts.max_parallel} at once, "
             f"{minutes} min each; logs in {log_dir}")
         arr = _Array(rec["job_id"], rec["ids"], minutes, log_dir)
-        arrays.append(arr)
         for i, sub_id in enumerate(arr.ids):
             waiting[sub_id] = (arr, i)
     elif dry_run:

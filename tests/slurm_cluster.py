@@ -136,10 +136,9 @@ PartitionName=debug Nodes={self.node} Default=YES MaxTime=INFINITE State=UP
 """)
 
     def _start(self, name: str, cmd: list[str]) -> None:
-        log = open(self.base / "log" / f"{name}.out", "ab")
-        self.procs[name] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env,
-                                            start_new_session=True)
-        log.close()
+        with open(self.base / "log" / f"{name}.out", "ab") as log:
+            self.procs[name] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env,
+                                                start_new_session=True)
 
     def _log_tail(self, name: str) -> str:
         texts = []

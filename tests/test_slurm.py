@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import SUBMISSIONS, make_export
 
 from autograder.slurm import SlurmError, SlurmOptions, grade_export_slurm, render_script, run_command, task_minutes
-from conftest import SUBMISSIONS, make_export
 
 PART = "attention"  # one part: each grading takes seconds
 
@@ -54,8 +54,8 @@ def test_dry_run_writes_a_script_an_admin_can_submit(tmp_path, cfg):
 
 
 def test_script_options(tmp_path, cfg):
-    common = dict(name="n", count=3, list_path=tmp_path / "l.json", out_dir=tmp_path, log_dir=tmp_path,
-                  minutes=5, python="/usr/bin/python3", title="T")
+    common = {"name": "n", "count": 3, "list_path": tmp_path / "l.json", "out_dir": tmp_path, "log_dir": tmp_path,
+              "minutes": 5, "python": "/usr/bin/python3", "title": "T"}
     text = render_script(opts=SlurmOptions(gpus_per_task=0), **common)
     assert "--gres" not in text and "#SBATCH --array=0-2%16" in text
     with pytest.raises(ValueError, match="one sbatch option"):
@@ -77,11 +77,30 @@ def test_grades_csv_has_one_row_per_student_for_a_gradebook(tmp_path, cfg):
     pair = [{"name": "Ada", "email": "ada@u.edu", "sid": "1"}, {"name": "Bo", "email": "bo@u.edu", "sid": "2"}]
     subs = [Submission("s1", tmp_path, pair), Submission("s2", tmp_path, [{"name": "Cy", "sid": "3"}])]
     write_reports(cfg, subs, {"s1": res}, tmp_path, failures={"s2": "TIMEOUT: task 4_1 killed"})
-    rows = list(csv.DictReader(open(tmp_path / "grades.csv")))
+    rows = list(csv.DictReader((tmp_path / "grades.csv").read_text().splitlines()))
     assert [(r["submission_id"], r["names"], r["emails"], r["sids"], r["mha"], r["total"]) for r in rows] == [
         ("s1", "Ada", "ada@u.edu", "1", "7.0", "7.0"), ("s1", "Bo", "bo@u.edu", "2", "7.0", "7.0"),
         ("s2", "Cy", "", "3", "", "")]
     assert rows[2]["status"] == "failed: TIMEOUT: task 4_1 killed"
+
+
+def test_local_batch_gives_each_worker_a_gpu_it_may_use(monkeypatch):
+    from autograder.batch import _gpu_env
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")  # e.g. what Slurm gave a two-GPU job
+    assert [_gpu_env(s, 2) for s in range(3)] == [{"CUDA_VISIBLE_DEVICES": d} for d in ("2", "3", "2")]
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert _gpu_env(1, 2) == {"CUDA_VISIBLE_DEVICES": "1"} and _gpu_env(0, 0) is None
+
+
+def test_a_failed_sbatch_leaves_nothing_to_reattach_to(tmp_path, cfg, monkeypatch):
+    """sbatch refusing the array (here: no Slurm at all) is an error that names the command, and the
+    state file keeps no array for a rerun to wait for."""
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+    export = make_export(tmp_path, {"template": cfg.template_root})
+    with pytest.raises(SlurmError, match="`sbatch` was not found"):
+        grade_export_slurm(cfg, export, tmp_path / "out", SlurmOptions(gpus_per_task=0))
+    assert json.loads((tmp_path / "out" / "slurm" / "state.json").read_text())["arrays"] == []
 
 
 # --------------------------------------------------------------------------- a real cluster
@@ -115,7 +134,7 @@ def small(cfg, tmp_path_factory):
     export = make_export(work, {"reference": cfg.reference_root, "template": cfg.template_root,
                                 "bug_no_scale": SUBMISSIONS / "bug_no_scale"})
     grade_export(cfg, export, work / "local", parts=[PART])
-    return {"export": export, "grades": (work / "local" / "grades.csv").read_text()}
+    return {"export": export, "grades": (work / "local" / "grades.csv").read_text(), "local": work / "local"}
 
 
 SLURM_ARGS = ("--slurm", "--part", PART, "--gpus-per-task", "0", "--cpus-per-task", "1", "--poll", "1")
@@ -165,7 +184,11 @@ def test_slurm_batch_grades_as_local_batch(hang_run, slurm, small, tmp_path, cfg
     assert "submitted job" in proc.stderr
     assert (out / "grades.csv").read_text() == small["grades"]
     job, ids = _arrays(out)[0]["job_id"], _arrays(out)[0]["ids"]
-    meta = json.loads((out / "results" / "submission_template.json").read_text())["extra_data"]["machine"]
+    extra = json.loads((out / "results" / "submission_template.json").read_text())["extra_data"]
+    local = json.loads((small["local"] / "results" / "submission_template.json").read_text())["extra_data"]
+    for key in ("user", "network", "limits"):  # the sandbox works inside a Slurm task as it does here
+        assert extra["sandbox"][key] == local["sandbox"][key], key
+    meta = extra["machine"]
     assert meta["slurm_array_job_id"] == job and meta["slurm_array_task_id"] == str(ids.index("submission_template"))
     assert meta["host"] == slurm.node and meta["gpu"] == "none" and meta["slurm_job_id"]
     summary = (out / "summary.md").read_text()
@@ -223,7 +246,7 @@ def test_task_killed_at_its_time_limit_is_reported_with_slurms_reason(hang_run, 
     assert run.results == {}
     assert run.failures["submission_hang_import"].startswith("TIMEOUT: task ")
     assert seen == [("submission_hang_import", "failed: TIMEOUT")]
-    rows = {r["submission_id"]: r for r in csv.DictReader(open(out / "grades.csv"))}
+    rows = {r["submission_id"]: r for r in csv.DictReader((out / "grades.csv").read_text().splitlines())}
     assert rows["submission_hang_import"]["status"].startswith("failed: TIMEOUT")
     assert rows["submission_hang_import"]["total"] == ""
     summary = (out / "summary.md").read_text()
