@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import SUBMISSIONS, make_export
+from conftest import SUBMISSIONS, make_export, needs_root, world_readable_dir
 
 from autograder.slurm import SlurmError, SlurmOptions, grade_export_slurm, render_script, run_command, task_minutes
 
@@ -258,3 +259,23 @@ def test_task_killed_at_its_time_limit_is_reported_with_slurms_reason(hang_run, 
                                dry_run=True)
     assert again.script is not None and json.loads(again.script.with_suffix(".json").read_text())["ids"] == \
         ["submission_hang_import"]
+
+
+@pytest.mark.slow
+@needs_root
+def test_student_code_runs_as_the_sandbox_account_inside_a_slurm_task(slurm, source_python, cfg):
+    """With a Python environment the sandbox account can run, a task run by Slurm (as the
+    submitting user, root here) still moves student code to that account, without network."""
+    work = world_readable_dir("ag-slurm-sandbox-")
+    try:
+        export = make_export(work, {"reference": cfg.reference_root})
+        proc = subprocess.run([str(source_python), "-m", "autograder", "batch", str(export), "--out", str(work / "out"),
+                               "-a", str(cfg.directory), *SLURM_ARGS], cwd=work, capture_output=True, text=True,
+                              timeout=300)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        res = json.loads((work / "out" / "results" / "submission_reference.json").read_text())
+        assert res["extra_data"]["sandbox"]["user"] == "ag-student"
+        assert res["extra_data"]["sandbox"]["network"] == "isolated"
+        assert res["extra_data"]["machine"]["slurm_array_task_id"] == "0" and res["score"] == 19.5
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
