@@ -2,19 +2,25 @@
 
 Input: Gradescope's "Export Submissions" download (the zip, or the folder it unpacks to) with
 ``submission_metadata.yml`` and one ``submission_<id>/`` folder per submission. Output folder:
-``results/<id>.json`` per submission, ``grades.csv`` (one row per submission), ``summary.md``
+``results/<id>.json`` per submission, ``grades.csv`` (one row per student), ``summary.md``
 with ``totals.png`` (histogram of totals) and ``pass_rates.png`` (per-part pass rates).
 Already graded submissions are skipped unless ``force``; a broken or hostile submission only
-ever produces its own failed results.
+ever produces its own failed results. :mod:`autograder.slurm` grades on a Slurm cluster instead,
+one submission per array task, with the same :func:`grade_submission` and the same :func:`merge`.
 """
 from __future__ import annotations
 
 import concurrent.futures
 import csv
+import functools
+import os
 import queue
 import re
+import socket
 import stat
 import statistics
+import subprocess
+import sys
 import tempfile
 import threading
 import zipfile
@@ -118,6 +124,93 @@ def _status(res: Results) -> str:
     return "graded"
 
 
+def unpacked(export: Path, tmp: Path) -> Path:
+    """The export's folder: ``export`` itself, or the zip unpacked into ``tmp``."""
+    if export.is_file():
+        folder = tmp / "export"
+        safe_extract(export, folder)
+        return folder
+    return export
+
+
+def read_graded(out_dir: Path, sub_id: str) -> Results | None:
+    """The results already written for ``sub_id`` (None when there are none or they are unreadable)."""
+    path = out_dir / "results" / f"{sub_id}.json"
+    if not path.exists():
+        return None
+    try:
+        return Results.read(path)
+    except Exception:  # noqa: BLE001 - unreadable: grade again
+        return None
+
+
+@functools.cache
+def _gpu_name(visible: str | None) -> str | None:
+    """Name of the first GPU visible with CUDA_VISIBLE_DEVICES=``visible`` (None: none), asked of a
+    fresh interpreter so that this process never initialises CUDA (its forks could not use it)."""
+    if visible is not None and visible.strip() in ("", "-1"):
+        return None
+    if not any(Path("/dev").glob("nvidia[0-9]*")):
+        return None
+    env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
+    if visible is not None:
+        env["CUDA_VISIBLE_DEVICES"] = visible
+    try:
+        proc = subprocess.run([sys.executable, "-c", "import torch; print(torch.cuda.get_device_name(0) "
+                               "if torch.cuda.is_available() else '')"], env=env, capture_output=True,
+                              text=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return (proc.stdout.strip() or None) if proc.returncode == 0 else None
+
+
+def machine_info(env: dict[str, str] | None = None) -> dict[str, str]:
+    """Where a submission was graded: host, GPU (name and CUDA_VISIBLE_DEVICES) and, in a Slurm
+    task, the job and array task; kept in the results' metadata so that a timing can be traced to
+    the card it ran on (the speed tests time the reference in the same run, on the same card)."""
+    merged = {**os.environ, **(env or {})}
+    info = {"host": socket.gethostname()}
+    visible = merged.get("CUDA_VISIBLE_DEVICES")
+    gpu = _gpu_name(visible)
+    info["gpu"] = gpu or "none"
+    if visible is not None:
+        info["cuda_visible_devices"] = visible
+    for key in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURMD_NODENAME",
+                "SLURM_JOB_PARTITION"):
+        if merged.get(key):
+            info[key.lower()] = merged[key]
+    return info
+
+
+def grade_submission(cfg: Assignment, sub: Submission, out_dir: Path, *, env: dict[str, str] | None = None,
+                     time_limits: dict[str, float] | None = None, parts: list[str] | None = None,
+                     sandbox: dict | None = None, host_server: bool = False) -> Results:
+    """Grade one submission of an export into ``out_dir/results/<id>.json`` (whatever it does: a
+    failure of the grading itself gives fallback results). Local batch and each Slurm task call this."""
+    path = out_dir / "results" / f"{sub.id}.json"
+    try:
+        with tempfile.TemporaryDirectory(prefix="ag-sub-") as work_dir:
+            report = copy_submission(sub.path, Path(work_dir), cfg)
+            res = grade(cfg, Path(work_dir), None, time_limits=time_limits, notes=report.notes, env=env,
+                        parts=parts, sandbox=sandbox, host_server=host_server)
+    except Exception as e:  # noqa: BLE001 - one submission never stops the batch
+        from .gradescope import fallback_results
+
+        res = fallback_results(f"{type(e).__name__}: {e}", cfg.directory)
+    res.extra_data = {**(res.extra_data or {}), "machine": machine_info(env)}
+    res.write(path)
+    return res
+
+
+def _gpu_env(slot: int, n_gpus: int) -> dict[str, str] | None:
+    """CUDA_VISIBLE_DEVICES for worker ``slot``: one GPU each, among those this process may use."""
+    if not n_gpus:
+        return None
+    visible = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+    devices = visible if len(visible) == n_gpus else [str(i) for i in range(n_gpus)]
+    return {"CUDA_VISIBLE_DEVICES": devices[slot % n_gpus]}
+
+
 def grade_export(cfg: Assignment, export: Path, out_dir: Path, workers: int = 1, force: bool = False,
                  time_limits: dict[str, float] | None = None, parts: list[str] | None = None,
                  progress: Callable[[str, str], None] | None = None,
@@ -130,11 +223,7 @@ def grade_export(cfg: Assignment, export: Path, out_dir: Path, workers: int = 1,
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "results").mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="ag-export-") as tmp:
-        folder = export
-        if export.is_file():
-            folder = Path(tmp) / "export"
-            safe_extract(export, folder)
-        subs = read_export(folder)
+        subs = read_export(unpacked(export, Path(tmp)))
         slots: queue.Queue[int] = queue.Queue()
         n_gpus = _gpu_count()
         for i in range(max(1, workers)):
@@ -143,29 +232,17 @@ def grade_export(cfg: Assignment, export: Path, out_dir: Path, workers: int = 1,
         done: dict[str, Results] = {}
 
         def work(sub: Submission) -> None:
-            path = out_dir / "results" / f"{sub.id}.json"
-            if path.exists() and not force:
-                try:
-                    res = Results.read(path)
-                    with lock:
-                        done[sub.id] = res
-                    if progress:
-                        progress(sub.id, "skipped (already graded)")
-                    return
-                except Exception:  # noqa: BLE001 - unreadable: grade again
-                    pass
+            res = None if force else read_graded(out_dir, sub.id)
+            if res is not None:
+                with lock:
+                    done[sub.id] = res
+                if progress:
+                    progress(sub.id, "skipped (already graded)")
+                return
             slot = slots.get()
             try:
-                env = {"CUDA_VISIBLE_DEVICES": str(slot % n_gpus)} if n_gpus else None
-                with tempfile.TemporaryDirectory(prefix="ag-sub-") as work_dir:
-                    report = copy_submission(sub.path, Path(work_dir), cfg)
-                    res = grade(cfg, Path(work_dir), path, time_limits=time_limits, notes=report.notes, env=env,
-                                parts=parts, sandbox=sandbox, host_server=True)
-            except Exception as e:  # noqa: BLE001 - one submission never stops the batch
-                from .gradescope import fallback_results
-
-                res = fallback_results(f"{type(e).__name__}: {e}", cfg.directory)
-                res.write(path)
+                res = grade_submission(cfg, sub, out_dir, env=_gpu_env(slot, n_gpus), time_limits=time_limits,
+                                       parts=parts, sandbox=sandbox, host_server=True)
             finally:
                 slots.put(slot)
             with lock:
@@ -176,9 +253,17 @@ def grade_export(cfg: Assignment, export: Path, out_dir: Path, workers: int = 1,
         with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
             list(pool.map(work, subs))
         results = {s.id: done[s.id] for s in subs if s.id in done}
-        write_reports(cfg, subs, results, out_dir)
-        _export_answers(cfg, subs, out_dir)
+        merge(cfg, subs, results, out_dir)
     return results
+
+
+def merge(cfg: Assignment, subs: list[Submission], results: dict[str, Results], out_dir: Path,
+          failures: dict[str, str] | None = None) -> None:
+    """The batch's reports from the graded results: grades.csv, summary.md with the plots, and the
+    answers by question. Local batch and Slurm batch both end here (``failures``: why a submission
+    has no results, e.g. the Slurm task's state, reported in grades.csv and summary.md)."""
+    write_reports(cfg, subs, results, out_dir, failures)
+    _export_answers(cfg, subs, out_dir)
 
 
 def _export_answers(cfg: Assignment, subs: list[Submission], out_dir: Path) -> None:
@@ -205,22 +290,30 @@ def _gpu_count() -> int:
         return 0
 
 
-def write_reports(cfg: Assignment, subs: list[Submission], results: dict[str, Results], out_dir: Path) -> None:
-    """grades.csv, summary.md, totals.png and pass_rates.png."""
+def write_reports(cfg: Assignment, subs: list[Submission], results: dict[str, Results], out_dir: Path,
+                  failures: dict[str, str] | None = None) -> None:
+    """grades.csv, summary.md, totals.png and pass_rates.png (``failures``: why a submission has no
+    results, e.g. "TIMEOUT" for a Slurm task killed by its time limit; its status says so).
+
+    grades.csv has one row per student, for a gradebook import: each member of a group submission
+    gets the submission's row with their own name, email and SID from the export's metadata."""
     parts = cfg.part_names
+    failures = {k: v for k, v in (failures or {}).items() if k not in results}
     with open(out_dir / "grades.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["submission_id", "names", "emails", "sids", *parts, "total", "max", "status"])
         for sub in subs:
             res = results.get(sub.id)
             if res is None:
-                writer.writerow([sub.id, sub.names, sub.emails, sub.sids, *([""] * len(parts)), "", "", "missing"])
-                continue
-            per = (res.extra_data or {}).get("parts", {})
-            max_total = sum(t.max_score or 0 for t in res.tests or [])
-            writer.writerow([sub.id, sub.names, sub.emails, sub.sids,
-                             *[per.get(p, {}).get("score", 0) for p in parts],
-                             res.score, max_total, _status(res)])
+                status = f"failed: {failures[sub.id]}" if sub.id in failures else "missing"
+                scores = [*([""] * len(parts)), "", "", status]
+            else:
+                per = (res.extra_data or {}).get("parts", {})
+                max_total = sum(t.max_score or 0 for t in res.tests or [])
+                scores = [*[per.get(p, {}).get("score", 0) for p in parts], res.score, max_total, _status(res)]
+            for person in sub.submitters or [{}]:
+                writer.writerow([sub.id, person.get("name", ""), person.get("email", ""), person.get("sid", ""),
+                                 *scores])
     totals = [r.score or 0.0 for r in results.values()]
     rates = {}
     for p in parts:
@@ -237,6 +330,15 @@ def write_reports(cfg: Assignment, subs: list[Submission], results: dict[str, Re
     errors = [s for s, r in results.items() if _status(r) == "error"]
     if errors:
         lines.append(f"- runs that did not complete: {', '.join(errors)}")
+    machines = Counter(_machine(r) for r in results.values())
+    if machines:
+        lines.append("- graded on: " + "; ".join(f"{m} ({n})" for m, n in sorted(machines.items())))
+    if failures:
+        lines += ["", "## Submissions not graded (cluster tasks that failed)", "",
+                  "Their tasks ended without results; grades.csv has them with status `failed: ...`. Running the "
+                  "same `autograder batch --slurm` command again resubmits only these (and any still missing).", "",
+                  "| submission | why |", "|---|---|"]
+        lines += [f"| {_cell(s)} | {_cell(why)} |" for s, why in failures.items()]
     lines += ["", "| part | test pass rate |", "|---|---:|"] + [f"| {p} | {r:.0%} |" for p, r in rates.items()]
     hardest = hardest_tests(results)
     if hardest:
@@ -249,6 +351,14 @@ def write_reports(cfg: Assignment, subs: list[Submission], results: dict[str, Re
             lines.append(f"| {_cell(h.name)} | {h.failed} / {h.graded} | {h.not_written} | {_cell(h.message)} |")
     lines += ["", "![totals](totals.png)", "", "![pass rates](pass_rates.png)", ""]
     (out_dir / "summary.md").write_text("\n".join(lines))
+
+
+def _machine(res: Results) -> str:
+    """"host, GPU" where ``res`` was graded (from its metadata; "unknown" for results without it)."""
+    m = (res.extra_data or {}).get("machine") or {}
+    if not isinstance(m, dict) or not m.get("host"):
+        return "unknown"
+    return f"{m['host']}, {'no GPU' if m.get('gpu') in (None, 'none') else m['gpu']}"
 
 
 @dataclass

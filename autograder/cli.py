@@ -229,8 +229,27 @@ def batch(
     out_dir: Path = typer.Option(Path("batch_results"), "--out", help="output folder"),
     force: bool = typer.Option(False, "--force", help="regrade submissions that already have results"),
     part: Optional[list[str]] = typer.Option(None, "--part", "-p", help="grade only these parts"),
+    slurm: bool = typer.Option(False, "--slurm", help="grade on a Slurm cluster: a job array, one submission "
+                                                      "per task (run on a login node)"),
+    partition: Optional[str] = typer.Option(None, "--partition", help="Slurm partition (with --slurm)"),
+    gpus_per_task: int = typer.Option(1, "--gpus-per-task", min=0, help="GPUs per task (with --slurm; 0: none)"),
+    cpus_per_task: int = typer.Option(4, "--cpus-per-task", min=1, help="CPUs per task (with --slurm)"),
+    time_limit: Optional[int] = typer.Option(None, "--time-limit", min=1,
+                                             help="minutes per task (with --slurm; default: the assignment's "
+                                                  "total_s + start_s + 5 min)"),
+    max_parallel: int = typer.Option(16, "--max-parallel", min=1, help="tasks running at once (with --slurm)"),
+    sbatch_arg: Optional[list[str]] = typer.Option(None, "--sbatch-arg",
+                                                   help="one more sbatch option, e.g. --sbatch-arg=--mem=32G "
+                                                        "(repeatable; with --slurm)"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="with --slurm: only write the sbatch script"),
+    poll: float = typer.Option(10.0, "--poll", min=0.1, hidden=True, help="seconds between squeue polls"),
 ) -> None:
-    """Grade every submission of an export: per-student results.json, grades.csv, summary and plots."""
+    """Grade every submission of an export: per-student results.json, grades.csv, summary and plots.
+
+    With --slurm each submission is graded by one task of a Slurm job array (one GPU each), and the
+    results are merged as a local batch merges them. Running the same command again re-attaches
+    to tasks still queued or running and resubmits only submissions without results.
+    """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from .batch import ExportError, grade_export, read_export, safe_extract
@@ -239,6 +258,9 @@ def batch(
     _check_parts(cfg, part)
     if not export.exists():
         console.print(f"[red]error:[/red] {export} does not exist")
+        raise typer.Exit(2)
+    if dry_run and not slurm:
+        console.print("[red]error:[/red] --dry-run writes the Slurm script: use it with --slurm")
         raise typer.Exit(2)
     try:
         if export.is_dir():
@@ -252,6 +274,11 @@ def batch(
     except (ExportError, OSError) as e:
         console.print(f"[red]error:[/red] {e}")
         raise typer.Exit(2) from None
+    if slurm:
+        _batch_slurm(cfg, export, out_dir, force=force, parts=part or None, total=total, dry_run=dry_run,
+                     partition=partition, gpus_per_task=gpus_per_task, cpus_per_task=cpus_per_task,
+                     time_limit=time_limit, max_parallel=max_parallel, sbatch_args=sbatch_arg or [], poll=poll)
+        return
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console) as bar:
         task = bar.add_task("grading", total=total)
@@ -262,6 +289,50 @@ def batch(
         results = grade_export(cfg, export, out_dir, workers=workers, force=force, parts=part or None,
                                progress=tick)
     out.print(f"graded {len(results)} submissions; see {out_dir / 'grades.csv'} and {out_dir / 'summary.md'}")
+
+
+def _batch_slurm(cfg: config_mod.Assignment, export: Path, out_dir: Path, *, force: bool,
+                 parts: Optional[list[str]], total: int, dry_run: bool, partition: Optional[str],
+                 gpus_per_task: int, cpus_per_task: int, time_limit: Optional[int], max_parallel: int,
+                 sbatch_args: list[str], poll: float) -> None:
+    """`batch --slurm`: submit (or re-attach to) the array, follow it with local batch's progress bar."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from .slurm import SlurmError, SlurmOptions, grade_export_slurm
+
+    opts = SlurmOptions(partition=partition, gpus_per_task=gpus_per_task, cpus_per_task=cpus_per_task,
+                        time_limit_min=time_limit, max_parallel=max_parallel, sbatch_args=sbatch_args, poll_s=poll)
+    try:
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=console, disable=dry_run) as bar:
+            task = bar.add_task("grading on Slurm", total=total)
+
+            def tick(sub_id: str, what: str) -> None:
+                bar.update(task, advance=1, description=f"{sub_id}: {what}")
+
+            run = grade_export_slurm(cfg, export, out_dir, opts, force=force, parts=parts, dry_run=dry_run,
+                                     progress=tick, status=lambda text: console.print(escape(text), soft_wrap=True))
+    except (SlurmError, ValueError) as e:
+        console.print(f"[red]error:[/red] {escape(str(e))}")
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        console.print("interrupted: the tasks already submitted keep running; run the same command again to "
+                      "wait for them and merge")
+        raise typer.Exit(130) from None
+    if dry_run:
+        if run.script:
+            out.print(f"wrote {run.script}; submit it by hand with: sbatch {run.script}", soft_wrap=True,
+                      markup=False, highlight=False)
+        else:
+            out.print("nothing to submit: every submission has results or a task queued or running")
+        return
+    out.print(f"graded {len(run.results)} submissions; see {out_dir / 'grades.csv'} and {out_dir / 'summary.md'}")
+    if run.failures:
+        console.print(f"[yellow]{len(run.failures)} task(s) failed[/yellow] (see summary.md); run the same command "
+                      "again to resubmit only those:")
+        for sub_id, why in run.failures.items():
+            console.print(f"  {escape(sub_id)}: {escape(why)}", soft_wrap=True)
+        raise typer.Exit(1)
 
 
 @app.command()
