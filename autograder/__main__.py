@@ -13,6 +13,6 @@ except ModuleNotFoundError:
         os.execv(str(venv_python), [str(venv_python), "-m", "autograder", *sys.argv[1:]])
     raise
 
-from autograder.cli import main  # noqa: E402
+from autograder.commands.cli import main  # noqa: E402
 
 main()

@@ -13,8 +13,8 @@ from typing import Any, Callable, TypeVar
 
 import torch
 
-from .client import Remote, WorkerClient, remote_type, repeat, store
-from .config import Tolerance
+from autograder.sandbox.client import Remote, WorkerClient, remote_type, repeat, store
+from autograder.authoring.config import Tolerance
 
 
 def _fmt_index(flat: int, shape: torch.Size) -> str:
@@ -117,7 +117,7 @@ def assert_equal(actual: Any, expected: Any, what: str) -> None:
 
 def expect_student_error(call: Callable[[], Any], exc_type: str, what: str) -> None:
     """Assert that calling student code raises ``exc_type`` (by name, raised in the worker)."""
-    from .errors import StudentCodeError
+    from autograder.sandbox.errors import StudentCodeError
 
     try:
         call()

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 from autograder import config as config_mod  # noqa: E402
-from autograder.batch import grade_export  # noqa: E402
+from autograder.commands.batch import grade_export  # noqa: E402
 from conftest import SUBMISSIONS, make_export  # noqa: E402
 
 

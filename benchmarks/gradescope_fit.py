@@ -474,8 +474,8 @@ def make_submission(name: str, dest: Path, reference: Path = ROOT / "reference",
 
 def build_zip(out_dir: Path) -> Path:
     """dist/autograder.zip built once with autograder.build.build (as the project's tests do)."""
-    from autograder import config as config_mod
-    from autograder.build import build
+    from autograder.authoring import config as config_mod
+    from autograder.commands.build import build
 
     cfg = config_mod.load(ASSIGNMENT)
     return build(cfg, out_dir)[0]
@@ -490,8 +490,8 @@ def sandbox_python(base: Path, autograder_zip: Path) -> tuple[str, str]:
     of the same version, borrowing this environment's packages through a .pth line (as the
     project's tests do) and holding the harness from the zip's wheel, as Gradescope's setup.sh
     installs it."""
-    from autograder import config as config_mod
-    from autograder.sandbox import can_reach, ensure_user
+    from autograder.authoring import config as config_mod
+    from autograder.sandbox.confinement import can_reach, ensure_user
 
     if os.geteuid() != 0:
         return sys.executable, "this interpreter (not root: student code runs as this user)"
@@ -545,8 +545,8 @@ def check_results(path: Path, manifest_path: Path = MANIFEST) -> dict:
     without a GPU the grader lists them without a status and with 0 points (gpu_policy exclude).
     ``run_note`` tells a complete results.json that is the grader's fallback, or whose run stopped
     early (the grader's "The grading run did not complete:" note)."""
-    from autograder.manifest import read_manifest
-    from autograder.results import Results
+    from autograder.grading.manifest import read_manifest
+    from autograder.grading.results import Results
 
     entries = [e for e in read_manifest(manifest_path) if not e.gpu]
     bonus = _bonus_parts()
@@ -598,14 +598,14 @@ def check_results(path: Path, manifest_path: Path = MANIFEST) -> dict:
 
 
 def _bonus_parts() -> set[str]:
-    from autograder import config as config_mod
+    from autograder.authoring import config as config_mod
 
     return {p.name for p in config_mod.load(ASSIGNMENT).parts if p.bonus}
 
 
 def _container() -> dict:
     """The [gradescope] budgets of assignment.toml (defaults when the table is absent)."""
-    from autograder import config as config_mod
+    from autograder.authoring import config as config_mod
 
     gs = getattr(config_mod.load(ASSIGNMENT), "gradescope", None)
     return {"timeout_s": float(getattr(gs, "timeout_s", 600)), "reserve_s": float(getattr(gs, "reserve_s", 0)),

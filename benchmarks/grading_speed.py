@@ -18,9 +18,9 @@ from pathlib import Path
 
 import torch
 
-from autograder import config as config_mod
-from autograder.client import WorkerClient
-from autograder.runner import grade
+from autograder.authoring import config as config_mod
+from autograder.sandbox.client import WorkerClient
+from autograder.grading.runner import grade
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from autograder import config as config_mod
-from autograder.results import Results
+from autograder.authoring import config as config_mod
+from autograder.grading.results import Results
 
 ROOT = Path(__file__).resolve().parent.parent
 ASSIGNMENT = ROOT / "assignments" / "transformer"
@@ -60,7 +60,7 @@ def make_export(dest: Path, roots: dict[str, Path]) -> Path:
 @pytest.fixture(scope="session")
 def batch_run(cfg, tmp_path_factory):
     """Every fixture submission (plus reference and template) graded with `autograder batch`, 2 workers."""
-    from autograder.batch import grade_export
+    from autograder.commands.batch import grade_export
 
     roots = {"reference": cfg.reference_root, "template": cfg.template_root}
     roots |= {p.name: p for p in sorted(SUBMISSIONS.iterdir()) if p.is_dir() and not p.name.startswith(("flash_", "."))}
@@ -86,7 +86,7 @@ def graded(batch_run):
 @pytest.fixture(scope="session")
 def flash_graded(cfg, tmp_path_factory):
     """The Triton fixtures (flash_*), graded on the flash parts only (the interpreter is slow)."""
-    from autograder.batch import grade_export
+    from autograder.commands.batch import grade_export
 
     roots = {p.name: p for p in sorted(SUBMISSIONS.iterdir()) if p.is_dir() and p.name.startswith("flash_")}
     work = tmp_path_factory.mktemp("flash")
@@ -106,14 +106,14 @@ def sandbox_account():
     """As root, the account student code runs as (created as setup.sh would); None otherwise."""
     if os.geteuid() != 0:
         return None
-    from autograder.sandbox import ensure_user
+    from autograder.sandbox.confinement import ensure_user
 
     return ensure_user(SANDBOX_USER)
 
 
 def _system_python(account) -> str:
     """An interpreter of our version that ``account`` can run (ours may sit in a private home)."""
-    from autograder.sandbox import can_reach
+    from autograder.sandbox.confinement import can_reach
 
     ours = sys.executable
     if account is None or can_reach(Path(ours), account.pw_uid, account.pw_gid) and \
@@ -132,7 +132,7 @@ def readable_venv(base: Path) -> Path:
     and which the sandbox account can run: where this environment is out of its reach, the venv
     is made from the system Python and the packages are hard-linked (else copied) into ``base``.
     Returns its python; the harness itself still has to be installed into it."""
-    from autograder.sandbox import can_reach
+    from autograder.sandbox.confinement import can_reach
 
     account = sandbox_account()
     os.chmod(base, 0o755)
@@ -169,7 +169,7 @@ def world_readable_dir(prefix: str) -> Path:
 @pytest.fixture(scope="session")
 def dist(cfg, tmp_path_factory):
     """dist/autograder.zip and dist/student_kit.zip, built once."""
-    from autograder.build import build
+    from autograder.commands.build import build
 
     return build(cfg, tmp_path_factory.mktemp("dist"))
 

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from autograder.batch import ExportError, grade_export, read_export
+from autograder.commands.batch import ExportError, grade_export, read_export
 
 pytestmark = pytest.mark.slow
 
@@ -71,9 +71,9 @@ def test_force_regrades(tmp_path, cfg):
 
 def test_summary_names_the_tests_failed_most_often(tmp_path, cfg):
     """What the class got wrong most, with the usual message (numbers as #), stubs counted apart."""
-    from autograder.batch import Submission, hardest_tests, write_reports
-    from autograder.results import Results
-    from autograder.results import TestCase as Case
+    from autograder.commands.batch import Submission, hardest_tests, write_reports
+    from autograder.grading.results import Results
+    from autograder.grading.results import TestCase as Case
 
     def res(*cases):
         return Results(score=0, tests=[Case(name=n, status=s, score=0, max_score=1, output=o, extra_data={"part": "mha"})

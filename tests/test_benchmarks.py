@@ -140,8 +140,8 @@ def test_gradescope_fit_kills_a_tree_past_its_limit(tmp_path):
 
 
 def test_gradescope_fit_checks_results(tmp_path):
-    from autograder.gradescope import fallback_results
-    from autograder.results import Results
+    from autograder.commands.gradescope import fallback_results
+    from autograder.grading.results import Results
 
     fit = _gradescope_fit()
     assignment = ROOT / "assignments" / "transformer"

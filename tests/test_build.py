@@ -54,7 +54,7 @@ def test_gradescope_broken_submissions_give_valid_results(dist, fresh_python, la
     else:
         files = {f"{cfg.package}/attention.py": "def softmax(x:\n", f"{cfg.package}/mha.py": "class (\n"}
     res = run_gradescope(dist, fresh_python, layout_base, files)
-    from autograder.manifest import read_manifest
+    from autograder.grading.manifest import read_manifest
 
     assert res.score == 0
     assert len(res.tests) == len(read_manifest(cfg.manifest_path))  # every test listed

@@ -7,7 +7,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from autograder.cli import app
+from autograder.commands.cli import app
 
 pytestmark = pytest.mark.slow
 runner = CliRunner()
@@ -149,7 +149,7 @@ def test_experiments_make_their_plots(cfg, tmp_path):
 
 
 def test_grade_warns_when_toml_points_disagree_with_the_tests(cfg, capsys):
-    from autograder import cli
+    from autograder.commands import cli
 
     parts = [p.model_copy(update={"points": p.points + 1}) if p.name == "mha" else p for p in cfg.parts]
     cli._warn_points(cfg.model_copy(update={"parts": parts}))
@@ -187,7 +187,7 @@ def test_kit_readme_follows_the_config_and_the_cli(cfg):
     """The student kit's README is written from assignment.toml, and every selfcheck option it shows exists."""
     import re
 
-    from autograder.build import kit_readme
+    from autograder.commands.build import kit_readme
 
     text = kit_readme(cfg, ["API.md", "handout_questions.md"], gpu_tests=3)
     assert "Triton's interpreter" in text and "Triton's interpreter" not in kit_readme(cfg, [], gpu_tests=0)

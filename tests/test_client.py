@@ -7,9 +7,9 @@ import time
 import pytest
 import torch
 
-from autograder.client import (DUMP_WAIT_S, Limits, WorkerClient, fetch, forward_backward, repeat, routine, store,
+from autograder.sandbox.client import (DUMP_WAIT_S, Limits, WorkerClient, fetch, forward_backward, repeat, routine, store,
                                typename, where_it_was)
-from autograder.errors import StaleObject, StudentCodeError, WorkerCrashed, WorkerTimeout
+from autograder.sandbox.errors import StaleObject, StudentCodeError, WorkerCrashed, WorkerTimeout
 from autograder.testing import assert_equal, check_tensor
 
 MOD = '''
@@ -238,7 +238,7 @@ def test_a_worker_that_takes_the_dump_signal_still_times_out_in_bounded_time(qui
 def test_an_interrupt_during_the_stack_dump_still_stops_the_worker(quick, monkeypatch):
     """A test timeout or Ctrl-C that lands while the grader waits for the stacks: the hung worker is
     still discarded, so the next request gets its own reply from a fresh worker."""
-    import autograder.client as client_mod
+    import autograder.sandbox.client as client_mod
 
     def interrupted(proc):
         raise KeyboardInterrupt
@@ -273,8 +273,8 @@ def test_where_it_was_shows_only_the_students_files_briefly(tmp_path):
         (f"{root}/pkg_other/x.py", 1, "elsewhere"),
         (f"{pkg}/mha.py", 12, "forward\x1b[2J" + "x" * 300),
         (f"{pkg}/__init__.py", 1, "<module>"),
-        ("/opt/autograder/worker.py", 200, "op_call"),
-        ("/opt/autograder/worker.py", 220, "serve"),
+        ("/opt/autograder/sandbox/worker.py", 200, "op_call"),
+        ("/opt/autograder/sandbox/worker.py", 220, "serve"),
     ])
     other = f'Thread 0x00007f00 (most recent call first):\n  File "{pkg}/noise.py", line 3 in background\n\n'
     dump = other + "Current thread 0x00007f01 (most recent call first):\n" + frames

@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from autograder import container, gradescope
-from autograder.config import Platform
-from autograder.container import MIB, ContainerLimits, advice, read_limits
-from autograder.results import Results
+from autograder.commands import container
+from autograder.commands import gradescope
+from autograder.authoring.config import Platform
+from autograder.commands.container import MIB, ContainerLimits, advice, read_limits
+from autograder.grading.results import Results
 
 MEMINFO = "MemTotal:       16777216 kB\nMemFree:         1000000 kB\n"  # 16 GB
 V1_NO_LIMIT = "9223372036854771712"
@@ -181,8 +182,8 @@ def test_add_container_puts_the_advice_on_top_and_the_limits_in_extra_data():
 # --------------------------------------------------------------------------- autograder build
 
 def test_build_prints_the_settings_to_choose(cfg, tmp_path, monkeypatch):
-    from autograder import build
-    from autograder.cli import app
+    from autograder.commands import build
+    from autograder.commands.cli import app
 
     text = build.gradescope_settings(cfg)
     g = cfg.gradescope
@@ -224,11 +225,11 @@ def low_container(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_run_autograder_grades_and_tells_the_instructor(cfg, tmp_path, low_container, monkeypatch, capsys):
-    import autograder.runner
-    from autograder.manifest import read_manifest
+    import autograder.grading.runner
+    from autograder.grading.manifest import read_manifest
 
     calls = []
-    real_grade = autograder.runner.grade
+    real_grade = autograder.grading.runner.grade
 
     def grade(*args, **kwargs):
         calls.append(kwargs)
@@ -236,7 +237,7 @@ def test_run_autograder_grades_and_tells_the_instructor(cfg, tmp_path, low_conta
         # home), student code runs as us instead of failing the run; test_build runs "require".
         return real_grade(*args, **{**kwargs, "privilege": "auto"})
 
-    monkeypatch.setattr(autograder.runner, "grade", grade)
+    monkeypatch.setattr(autograder.grading.runner, "grade", grade)
     root = layout(tmp_path, cfg, [f"{cfg.package}/analysis.py", f"{cfg.package}/__init__.py"])
     assert gradescope.main(["--root", str(root), "--assignment", str(cfg.directory), "--part", "analysis"]) == 0
     res = Results.read(root / "results" / "results.json")
@@ -256,12 +257,12 @@ def test_run_autograder_grades_and_tells_the_instructor(cfg, tmp_path, low_conta
 
 
 def test_the_fallback_results_carry_the_advice_too(cfg, tmp_path, low_container, monkeypatch):
-    import autograder.runner
+    import autograder.grading.runner
 
     def broken(*args, **kwargs):
         raise RuntimeError("grading broke")
 
-    monkeypatch.setattr(autograder.runner, "grade", broken)
+    monkeypatch.setattr(autograder.grading.runner, "grade", broken)
     root = layout(tmp_path, cfg, [f"{cfg.package}/analysis.py"])
     assert gradescope.main(["--root", str(root), "--assignment", str(cfg.directory)]) == 0
     res = Results.read(root / "results" / "results.json")

@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from autograder import forkserver
-from autograder.client import Limits, WorkerClient
-from autograder.errors import WorkerCrashed
+from autograder.sandbox import forkserver
+from autograder.sandbox.client import Limits, WorkerClient
+from autograder.sandbox.errors import WorkerCrashed
 
 MOD = '''
 import ctypes, os, sys, tempfile
@@ -179,7 +179,7 @@ def test_fails():
 
 
 def _pytest_env(tmp_path, **extra) -> dict:
-    from autograder.runner import _env
+    from autograder.grading.runner import _env
 
     return {**_env(), "AG_HOST_MARK": "1", "AG_HOST_CWD": str(tmp_path), **extra}
 
@@ -191,7 +191,7 @@ def _pytest_cmd(*args) -> list[str]:
 
 
 def test_forked_pytest_runs_as_a_started_one(tmp_path, monkeypatch):
-    from autograder.runner import run_pytest
+    from autograder.grading.runner import run_pytest
 
     (tmp_path / "test_host.py").write_text(HOST_TESTS)
     env = _pytest_env(tmp_path)
@@ -209,7 +209,7 @@ def test_forked_pytest_runs_as_a_started_one(tmp_path, monkeypatch):
 
 
 def test_forked_pytest_past_its_time_is_stopped_with_its_children(tmp_path):
-    from autograder.runner import run_pytest
+    from autograder.grading.runner import run_pytest
 
     (tmp_path / "test_slow.py").write_text(
         "import subprocess, time\n"
@@ -229,7 +229,7 @@ def test_forked_pytest_past_its_time_is_stopped_with_its_children(tmp_path):
 
 
 def test_a_dead_host_server_means_pytest_starts_the_slow_way(tmp_path):
-    from autograder.runner import run_pytest
+    from autograder.grading.runner import run_pytest
 
     (tmp_path / "test_host.py").write_text(HOST_TESTS)
     env = _pytest_env(tmp_path, AG_HOST_VARIANT="dead")

@@ -6,7 +6,7 @@ import sys
 import pytest
 import torch
 
-from autograder.golden import GoldenMismatch, Recorder, Replayer
+from autograder.grading.golden import GoldenMismatch, Recorder, Replayer
 
 
 @pytest.fixture
@@ -65,7 +65,7 @@ def test_corrupt_recording_is_a_clear_error(tmp_path):
 
 
 def test_measurements_around_reference_code_replay(toy_package, tmp_path):
-    from autograder.golden import measured
+    from autograder.grading.golden import measured
 
     def count(ref):
         return int(ref.ops.double(torch.ones(3)).sum())
@@ -79,7 +79,7 @@ def test_measurements_around_reference_code_replay(toy_package, tmp_path):
 
 def test_oracle_values_replay_without_the_oracle_module(toy_package, tmp_path, monkeypatch):
     """Grader-side oracles are named by string, imported only when computed: the kit replays their values."""
-    from autograder.golden import oracle
+    from autograder.grading.golden import oracle
 
     (tmp_path / "toy_oracles.py").write_text("import torch\n\ndef table(n, scale=1.0):\n"
                                              "    return torch.arange(n, dtype=torch.float64) * scale\n")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from autograder.manifest import read_manifest
+from autograder.grading.manifest import read_manifest
 
 pytestmark = pytest.mark.slow
 

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from autograder.manifest import read_manifest
-from autograder.results import Results
+from autograder.grading.manifest import read_manifest
+from autograder.grading.results import Results
 from conftest import SUBMISSIONS, make_export, needs_root, run_gradescope, world_readable_dir
 
 pytestmark = pytest.mark.slow
@@ -38,8 +38,8 @@ EXTRA = {"faked_clock": {"transformer_lab/mha.py": SUBMISSIONS / "bug_head_loop"
 DRIVER = """
 import json, sys
 from pathlib import Path
-from autograder.batch import grade_export
-from autograder.config import load
+from autograder.commands.batch import grade_export
+from autograder.authoring.config import load
 a = json.loads(sys.argv[1])
 grade_export(load(a["assignment"]), Path(a["export"]), Path(a["out"]), workers=2, parts=a["parts"],
              time_limits=a["limits"], sandbox=a["sandbox"])
@@ -275,7 +275,7 @@ def test_a_killed_parent_costs_only_its_part(corpus, markers):
 def test_a_killed_grader_costs_only_its_part(cfg, markers, tmp_path):
     """Student code running with the grader's own rights (no sandbox account: a student's laptop, or
     privilege "off") kills the grading pytest: that part fails with the reason, the rest is graded."""
-    from autograder.runner import grade
+    from autograder.grading.runner import grade
 
     root = materialize("kill_parent", tmp_path, cfg, {"MARKERS": str(markers)})
     shutil.copy(cfg.reference_root / cfg.package / "posenc.py", root / cfg.package / "posenc.py")
@@ -345,6 +345,6 @@ def test_gradescope_intruder(cfg, dist, fresh_python, layout_base, markers):
     time.sleep(1.0)
     assert beat.stat().st_mtime == before, "the daemon outlived grading"
     uid = __import__("pwd").getpwnam("ag-student").pw_uid
-    from autograder.sandbox import _processes
+    from autograder.sandbox.confinement import _processes
 
     assert [p for p, (_, u) in _processes().items() if u == uid] == []

@@ -45,7 +45,7 @@ MUTANTS = {
 
 @pytest.fixture(scope="module")
 def mutants_graded(cfg, tmp_path_factory):
-    from autograder.batch import grade_export
+    from autograder.commands.batch import grade_export
 
     work = tmp_path_factory.mktemp("mutants")
     roots = {}

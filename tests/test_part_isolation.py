@@ -5,9 +5,9 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from autograder.runner import grade
-from autograder.submission import copy_submission
-from autograder.worker import ungraded_module_hint
+from autograder.grading.runner import grade
+from autograder.grading.submission import copy_submission
+from autograder.sandbox.worker import ungraded_module_hint
 
 PARTS = ["analysis", "flash"]
 

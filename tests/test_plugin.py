@@ -5,9 +5,9 @@ import json
 
 import pytest
 
-from autograder import config as config_mod
-from autograder.results import Results
-from autograder.runner import collect_manifest, grade
+from autograder.authoring import config as config_mod
+from autograder.grading.results import Results
+from autograder.grading.runner import collect_manifest, grade
 
 TOML = """
 name = "toy"

@@ -8,7 +8,7 @@ import struct
 import pytest
 import torch
 
-from autograder.protocol import (MAGIC, Handle, ProtocolError, pack, read_frame, unpack,
+from autograder.sandbox.protocol import (MAGIC, Handle, ProtocolError, pack, read_frame, unpack,
                                  write_frame)
 
 

@@ -10,9 +10,9 @@ import shutil
 
 import pytest
 
-from autograder.build import record_golden
-from autograder.config import load
-from autograder.runner import grade
+from autograder.commands.build import record_golden
+from autograder.authoring.config import load
+from autograder.grading.runner import grade
 
 pytestmark = pytest.mark.slow
 

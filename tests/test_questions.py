@@ -13,7 +13,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from autograder.questions import (
+from autograder.authoring.questions import (
     ANSWERS_FILE,
     QuestionsError,
     Status,
@@ -496,7 +496,7 @@ def test_export_needs_submissions(qs, tmp_path):
 
 def run_written_suite(tmp_path: Path, notebook: bytes | None) -> dict[str, dict]:
     """Run tests/public/test_written.py with the grading plugin; records by test id."""
-    from autograder import config as config_mod
+    from autograder.authoring import config as config_mod
 
     cfg = config_mod.load(ASSIGNMENT)
     adir = tmp_path / "assignment"
@@ -517,7 +517,7 @@ def run_written_suite(tmp_path: Path, notebook: bytes | None) -> dict[str, dict]
     env = {**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-c", str(tmp_path / "pytest.ini"), "--rootdir", str(ROOT),
-         "-p", "autograder.plugin", "-p", "no:cacheprovider", "--ag-assignment", str(adir),
+         "-p", "autograder.grading.plugin", "-p", "no:cacheprovider", "--ag-assignment", str(adir),
          "--ag-root", str(sub), "--ag-records", str(records), "--ag-suite-root", str(ASSIGNMENT / "tests"),
          str(ASSIGNMENT / "tests" / "public" / "test_written.py")],
         check=False, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)

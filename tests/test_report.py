@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from rich.console import Console
 
-from autograder.report import MESSAGE_LINES, failure_text, relative_paths, show, sort_failures
-from autograder.results import Results
-from autograder.results import TestCase as Case
+from autograder.grading.report import MESSAGE_LINES, failure_text, relative_paths, show, sort_failures
+from autograder.grading.results import Results
+from autograder.grading.results import TestCase as Case
 
 STUB = ("Your code raised NotImplementedError in transformer_lab.attention.softmax(...): softmax: Subtract the max.\n"
         '  File "/tmp/ag-code-x1/transformer_lab/attention.py", line 16, in softmax\n'
@@ -62,7 +62,7 @@ def test_report_orders_parts_and_labels_the_bonus(cfg):
 def test_progress_follows_the_records_file(tmp_path):
     import time
 
-    from autograder.runner import _Progress
+    from autograder.grading.runner import _Progress
 
     seen: list[tuple[int, int]] = []
     path = tmp_path / "records.jsonl"
@@ -76,7 +76,7 @@ def test_progress_follows_the_records_file(tmp_path):
 
 
 def test_missing_files_are_named_for_the_parts_graded_now(cfg, tmp_path):
-    from autograder.runner import _precheck
+    from autograder.grading.runner import _precheck
 
     (tmp_path / cfg.package).mkdir()
     (tmp_path / cfg.package / "attention.py").write_text("")

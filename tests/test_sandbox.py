@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from autograder import sandbox
-from autograder.batch import safe_extract
-from autograder.client import Limits, WorkerClient
-from autograder.config import SandboxLimits
-from autograder.errors import StudentCodeError
-from autograder.sandbox import Sandbox, SandboxError, can_reach, plan, stage_code
-from autograder.submission import copy_submission
+from autograder.sandbox import confinement as sandbox
+from autograder.commands.batch import safe_extract
+from autograder.sandbox.client import Limits, WorkerClient
+from autograder.authoring.config import SandboxLimits
+from autograder.sandbox.errors import StudentCodeError
+from autograder.sandbox.confinement import Sandbox, SandboxError, can_reach, plan, stage_code
+from autograder.grading.submission import copy_submission
 
 
 def test_stage_code_copies_regular_files_only(tmp_path):
@@ -155,7 +155,7 @@ def test_kill_strays_reaches_double_forked_daemons(tmp_path):
     script = textwrap.dedent(f"""
         import os, sys, time
         sys.path.insert(0, {str(Path(__file__).resolve().parent.parent)!r})
-        from autograder.sandbox import become_subreaper, descendants, kill_strays
+        from autograder.sandbox.confinement import become_subreaper, descendants, kill_strays
         assert become_subreaper()
         if os.fork() == 0:
             os.setsid()

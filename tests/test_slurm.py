@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from conftest import SUBMISSIONS, make_export, needs_root, world_readable_dir
 
-from autograder.slurm import SlurmError, SlurmOptions, grade_export_slurm, render_script, run_command, task_minutes
+from autograder.commands.slurm import SlurmError, SlurmOptions, grade_export_slurm, render_script, run_command, task_minutes
 
 PART = "attention"  # one part: each grading takes seconds
 
@@ -46,7 +46,7 @@ def test_dry_run_writes_a_script_an_admin_can_submit(tmp_path, cfg):
     for line in ("#SBATCH --array=0-1%8", f"#SBATCH --time={minutes}", "#SBATCH --gres=gpu:1",
                  "#SBATCH --partition=gpu", "#SBATCH --mem=16G", "#SBATCH --account=cs336", "#SBATCH --job-name="):
         assert line in text, line
-    assert f"{sys.executable} -m autograder.slurm task" in text
+    assert f"{sys.executable} -m autograder.commands.slurm task" in text
     assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
     listed = json.loads((out / "slurm" / "array-1.json").read_text())
     assert listed["ids"] == ["submission_reference", "submission_template"]
@@ -71,8 +71,8 @@ def test_missing_slurm_commands_are_named():
 
 def test_grades_csv_has_one_row_per_student_for_a_gradebook(tmp_path, cfg):
     """A group submission gives each member a row; a failed task's row says why, without scores."""
-    from autograder.batch import Submission, write_reports
-    from autograder.results import Results
+    from autograder.commands.batch import Submission, write_reports
+    from autograder.grading.results import Results
 
     res = Results(score=7.0, tests=[], extra_data={"parts": {"mha": {"score": 7.0}}})
     pair = [{"name": "Ada", "email": "ada@u.edu", "sid": "1"}, {"name": "Bo", "email": "bo@u.edu", "sid": "2"}]
@@ -86,7 +86,7 @@ def test_grades_csv_has_one_row_per_student_for_a_gradebook(tmp_path, cfg):
 
 
 def test_local_batch_gives_each_worker_a_gpu_it_may_use(monkeypatch):
-    from autograder.batch import _gpu_env
+    from autograder.commands.batch import _gpu_env
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")  # e.g. what Slurm gave a two-GPU job
     assert [_gpu_env(s, 2) for s in range(3)] == [{"CUDA_VISIBLE_DEVICES": d} for d in ("2", "3", "2")]
@@ -129,7 +129,7 @@ def slurm(tmp_path_factory):
 @pytest.fixture(scope="module")
 def small(cfg, tmp_path_factory):
     """Three submissions and their grades.csv from local batch (one part)."""
-    from autograder.batch import grade_export
+    from autograder.commands.batch import grade_export
 
     work = tmp_path_factory.mktemp("slurm-export")
     export = make_export(work, {"reference": cfg.reference_root, "template": cfg.template_root,

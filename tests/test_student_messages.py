@@ -8,8 +8,8 @@ import sys
 import pytest
 import torch
 
-from autograder.client import Limits, WorkerClient
-from autograder.errors import StudentCodeError
+from autograder.sandbox.client import Limits, WorkerClient
+from autograder.sandbox.errors import StudentCodeError
 from conftest import ASSIGNMENT
 
 FLASH = '''

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 
-from autograder.submission import copy_submission
+from autograder.grading.submission import copy_submission
 
 
 def test_package_folder(tmp_path, cfg):

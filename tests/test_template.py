@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from autograder.template import TemplateError, generate, stale_files, strip_solutions
+from autograder.authoring.template import TemplateError, generate, stale_files, strip_solutions
 
 SRC = '''import torch
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from autograder.config import Performance
+from autograder.authoring.config import Performance
 from autograder.testing import assert_close, assert_equal, best_measurement, check_tensor
 
 

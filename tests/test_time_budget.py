@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from autograder.client import Limits, WorkerClient
-from autograder.errors import WorkerCrashed, WorkerTimeout
+from autograder.sandbox.client import Limits, WorkerClient
+from autograder.sandbox.errors import WorkerCrashed, WorkerTimeout
 
 MOD = '''
 import time
@@ -199,7 +199,7 @@ def hang_in_forward(src_root, dest):
 
 @pytest.mark.slow
 def test_a_hang_in_forward_costs_one_limit_and_only_its_parts(cfg, tmp_path):
-    from autograder.runner import grade
+    from autograder.grading.runner import grade
 
     parts = ["attention", "mha", "block", "posenc", "analysis", "written"]
     sub = hang_in_forward(cfg.reference_root, tmp_path / "sub")
@@ -219,12 +219,12 @@ def test_a_hang_in_forward_costs_one_limit_and_only_its_parts(cfg, tmp_path):
 
 @pytest.mark.slow
 def test_tests_after_the_deadline_are_listed_as_not_run(cfg, tmp_path):
-    from autograder.runner import grade
+    from autograder.grading.runner import grade
 
     sub = hang_in_forward(cfg.reference_root, tmp_path / "sub")
     # 9 s in all, no test may start in the last 2.25 s: the first hang (call_s 5 s) runs into that
     res = grade(cfg, sub, parts=["mha", "block", "model"], time_limits={"call_s": 5, "total_s": 9})
-    from autograder.manifest import read_manifest
+    from autograder.grading.manifest import read_manifest
 
     assert len(res.tests) == len([e for e in read_manifest(cfg.manifest_path)
                                   if e.part in ("mha", "block", "model")])  # every test listed

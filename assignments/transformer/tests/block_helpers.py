@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from autograder.errors import StudentCodeError
+from autograder.sandbox.errors import StudentCodeError
 
 BLOCK_LAYOUT = ("attn (MultiHeadAttention: q_proj, k_proj, v_proj, out_proj), ffn (FeedForward: fc1, fc2), "
                 "norm1, norm2 (nn.LayerNorm(d_model))")
@@ -62,7 +62,7 @@ def block_pair(student, reference, d_model: int, num_heads: int, *, seed: int, p
     """The reference TransformerBlock with seeded weights (in eval mode) and the student's holding the same.
 
     perturb=True gives the LayerNorms random weights: hidden suites only, since it mutates the reference
-    (public suites replay recorded reference values in the student kit, see autograder.golden)."""
+    (public suites replay recorded reference values in the student kit, see autograder.grading.golden)."""
     torch.manual_seed(seed)
     ref = reference.block.TransformerBlock(d_model, num_heads, **kwargs)
     if perturb:

@@ -2,7 +2,7 @@
 
 The oracles themselves (the contract's formulas computed in float64, not the reference's code) are in
 posenc_oracles, which the kit never holds: public tests get their values through
-autograder.golden.oracle (recorded when the kit is built). A float32
+autograder.grading.golden.oracle (recorded when the kit is built). A float32
 table or RoPE angle computed the textbook way is off by ~1e-5 at 128 positions and ~4e-4 at 5000
 positions (measured: pos * exp(-ln(10000) 2i/d), pos / 10000^(2i/d), complex polar tables), so the
 tolerances below are a few times that error and far below what any layout or formula bug gives (~1).
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from autograder.errors import StudentCodeError
+from autograder.sandbox.errors import StudentCodeError
 
 TABLE_ATOL = {128: 1e-4, 512: 2e-4, 5000: 2e-3}  # positions up to key -> atol (values in [-1, 1])
 SINUSOIDAL_FORMULA = "PE[p, 2i] = sin(p / 10000^(2i/d)), PE[p, 2i+1] = cos(p / 10000^(2i/d))"

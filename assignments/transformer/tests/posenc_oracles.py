@@ -2,7 +2,7 @@
 
 Instructor-only: these are working implementations of the graded functions, so the student kit never
 ships this module (``autograder build`` leaves every ``tests/*_oracles.py`` out of it). The
-hidden suite imports it; the public suite asks for its values through ``autograder.golden.oracle``,
+hidden suite imports it; the public suite asks for its values through ``autograder.grading.golden.oracle``,
 which records them when the kit is built and replays them in the kit.
 
 The oracles are the formulas of the contract computed in float64, not the reference's code; the

@@ -2,7 +2,7 @@
 import pytest
 from gradescope_utils.autograder_utils.decorators import weight
 
-from autograder.client import routine
+from autograder.sandbox.client import routine
 from autograder.testing import assert_close, check_tensor
 from block_helpers import check_state_dict_layout
 from model_helpers import (LM_LAYOUT, POSITIONAL, check_loaded_weights, copy_task, describe, lm_pair, prefix_loss,
@@ -51,7 +51,7 @@ def test_causal(student, reference, assignment, positional):
                      assignment.tolerance("float32"))
 
 
-# Calibrated on one CPU thread (autograder.routines.train_lm from the reference's initial weights, the held-out
+# Calibrated on one CPU thread (autograder.sandbox.routines.train_lm from the reference's initial weights, the held-out
 # loss below). Sinusoidal: the reference's loss is 0.002-0.015 over 22 seeds (0.003 with the test's seed 0),
 # a model without positional information stays at 1.6-2.0 (chance: ln 16 = 2.77); about 3 s of training.
 # This schedule stays as it was: the shorter ones tried (lr 3e-3 to 2e-2, 150 to 250 steps) pass the

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from gradescope_utils.autograder_utils.decorators import weight
 
-from autograder.questions import NotebookReport, check_submission, load_questions
+from autograder.authoring.questions import NotebookReport, check_submission, load_questions
 
 pytestmark = pytest.mark.part("written")
 

@@ -1,8 +1,8 @@
 """pytest plugin: fixtures that reach student code through the worker, and one record per test.
 
-Loaded explicitly (``-p autograder.plugin``) by the grading runner. Each finished test is
+Loaded explicitly (``-p autograder.grading.plugin``) by the grading runner. Each finished test is
 appended at once to a JSON-lines record file, so that a grader process killed half-way still
-leaves the results of every test it finished; :mod:`autograder.scoring` turns records plus the
+leaves the results of every test it finished; :mod:`autograder.grading.scoring` turns records plus the
 manifest into results.json. Test metadata comes from gradescope-utils decorators
 (``weight``, ``number``, ``visibility``, ``tags``, ``partial_credit``, ``leaderboard``,
 ``hide_errors``) and the ``part`` marker.
@@ -18,12 +18,12 @@ from typing import Any
 
 import pytest
 
-from . import config as config_mod
-from . import forkserver
-from .client import Limits, WorkerClient
-from .errors import StudentFacingError
-from .records import NOT_RUN, TestRecord, append_record
-from .sandbox import Sandbox, become_subreaper, has_cuda, kill_strays
+from autograder.authoring import config as config_mod
+from autograder.sandbox import forkserver
+from autograder.sandbox.client import Limits, WorkerClient
+from autograder.sandbox.errors import StudentFacingError
+from autograder.grading.records import NOT_RUN, TestRecord, append_record
+from autograder.sandbox.confinement import Sandbox, become_subreaper, has_cuda, kill_strays
 
 RECORD_KEY = pytest.StashKey[dict]()
 GPU_REASON = "needs a CUDA GPU, and this grading machine has none"
@@ -35,7 +35,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--ag-assignment", help="assignment directory (holding assignment.toml)")
     group.addoption("--ag-root", help="implementation root to grade (contains the package)")
     group.addoption("--ag-worker-root", help="copy of the root that the worker imports (default: --ag-root)")
-    group.addoption("--ag-sandbox", help="JSON of autograder.sandbox.Sandbox for the student worker")
+    group.addoption("--ag-sandbox", help="JSON of autograder.sandbox.confinement.Sandbox for the student worker")
     group.addoption("--ag-records", help="append one JSON line per finished test here")
     group.addoption("--ag-manifest-out", help="with --collect-only: write the test manifest here")
     group.addoption("--ag-suite-root", help="directory holding public/ and hidden/ (for suite names)")
@@ -155,7 +155,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     _number_tests(entries, cfg)
     out = config.getoption("--ag-manifest-out")
     if out:
-        from .manifest import write_manifest
+        from autograder.grading.manifest import write_manifest
 
         write_manifest(Path(out), entries, cfg)
 
@@ -257,7 +257,7 @@ def _import_reference(cfg: config_mod.Assignment):
 @pytest.fixture(scope="session")
 def _golden(pytestconfig: pytest.Config):
     """(mode, recorder or replayer) for the run: live reference, recording, or replay."""
-    from .golden import Recorder, Replayer
+    from autograder.grading.golden import Recorder, Replayer
 
     replay = pytestconfig.getoption("--ag-golden")
     record = pytestconfig.getoption("--ag-golden-record")

@@ -5,11 +5,11 @@ tests use: ``student.attention.softmax(x)`` or ``m = student.mha.MultiHeadAttent
 followed by ``m(x)``. Attribute access builds a path locally; only calls and :func:`fetch`
 send a request. A crash, exit or hang fails only the current request; the next request
 starts a fresh worker. Before it kills a worker that ran past its time limit, the client asks it
-for its Python stacks (``SIGUSR1``, see :func:`autograder.worker.watch_for_dump_requests`) and
+for its Python stacks (``SIGUSR1``, see :func:`autograder.sandbox.worker.watch_for_dump_requests`) and
 says where in the student's files it was (:func:`where_it_was`).
 
 Time budget: a call that runs past its limit is located exactly (halfway through the limit and
-again at the end the worker reports its student frames, see :class:`autograder.worker.HangWatch`:
+again at the end the worker reports its student frames, see :class:`autograder.sandbox.worker.HangWatch`:
 one still running at both is the function that hung). The client remembers it (:class:`Hang`) and
 gives every later worker its list, so later calls of that function fail at once with a message
 naming the test where it first hung instead of costing the full limit in every test. No request
@@ -30,11 +30,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import forkserver
-from .errors import StaleObject, StudentCodeError, WorkerCrashed, WorkerTimeout
-from .protocol import MAX_TYPE_NAME, ChannelClosed, Handle, ProtocolError, pack, read_frame, write_frame
-from .sandbox import Sandbox
-from .worker import HANG_REPORT_PREFIX
+from autograder.sandbox import forkserver
+from autograder.sandbox.errors import StaleObject, StudentCodeError, WorkerCrashed, WorkerTimeout
+from autograder.sandbox.protocol import MAX_TYPE_NAME, ChannelClosed, Handle, ProtocolError, pack, read_frame, write_frame
+from autograder.sandbox.confinement import Sandbox
+from autograder.sandbox.worker import HANG_REPORT_PREFIX
 
 OUTPUT_HEAD = 6_000
 OUTPUT_TAIL = 4_000
@@ -273,7 +273,7 @@ class WorkerClient:
     label: str = "your code"
     env: dict[str, str] = field(default_factory=dict)
     sandbox: Sandbox | None = None  # confinement the worker applies to itself (None: none)
-    fork: bool = True  # start workers as forks of a fork server (see autograder.forkserver)
+    fork: bool = True  # start workers as forks of a fork server (see autograder.sandbox.forkserver)
     # On a timeout, say where in ``root/package`` the code was (off for code whose insides the
     # reader must not see, such as the reference's in a student's message).
     locate_hangs: bool = True
@@ -358,7 +358,7 @@ class WorkerClient:
                     open_pipes()
             if popen is None:
                 popen = subprocess.Popen(
-                    [sys.executable, "-I", "-m", "autograder.worker", *worker_args()],
+                    [sys.executable, "-I", "-m", "autograder.sandbox.worker", *worker_args()],
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=log,
@@ -774,7 +774,7 @@ def _routine_what(name: str, args: tuple) -> str:
 
 def routine(client: WorkerClient, name: str, *args: Any, timeout: float | None = None, what: str | None = None,
             **kwargs: Any) -> Any:
-    """Run the harness routine ``name`` (see :mod:`autograder.routines`) inside the worker.
+    """Run the harness routine ``name`` (see :mod:`autograder.sandbox.routines`) inside the worker.
 
     ``what`` says in messages what it runs, in the student's terms (e.g.
     ``transformer_lab.flash.flash_attention(...)``); by default it is made from the routine and its

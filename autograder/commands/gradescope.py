@@ -1,6 +1,6 @@
 """Gradescope's run_autograder: grade <root>/submission and always write <root>/results/results.json.
 
-``python -m autograder.gradescope [--root /autograder] [--assignment DIR]``. The root defaults to
+``python -m autograder.commands.gradescope [--root /autograder] [--assignment DIR]``. The root defaults to
 $AUTOGRADER_ROOT, else /autograder, so the project's tests can run the whole Gradescope layout
 (source/, submission/, results/) in a temporary directory exactly as Gradescope would.
 
@@ -21,17 +21,17 @@ import time
 import traceback
 from pathlib import Path
 
-from .container import ContainerLimits, advice, read_limits
-from .results import Results, TestCase
-from .sandbox import ensure_user, kill_user
+from autograder.commands.container import ContainerLimits, advice, read_limits
+from autograder.grading.results import Results, TestCase
+from autograder.sandbox.confinement import ensure_user, kill_user
 
 
 def fallback_results(message: str, assignment: Path | None) -> Results:
     """A valid results.json when grading itself failed: every known test listed with 0."""
     tests: list[TestCase] = []
     try:
-        from .config import load
-        from .manifest import read_manifest
+        from autograder.authoring.config import load
+        from autograder.grading.manifest import read_manifest
 
         if assignment is not None:
             cfg = load(assignment)
@@ -113,9 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"container: {limits.describe()}", flush=True)
     note, needs = "", None
     try:
-        from .config import load
-        from .runner import grade
-        from .submission import copy_submission
+        from autograder.authoring.config import load
+        from autograder.grading.runner import grade
+        from autograder.grading.submission import copy_submission
 
         if assignment is None:
             raise RuntimeError(f"no assignment found under {root / 'source' / 'assignments'}")

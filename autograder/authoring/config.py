@@ -36,7 +36,7 @@ class TimeLimits(_Strict):
 
 
 class SandboxLimits(_Strict):
-    """How the student worker is confined (see autograder.sandbox and docs/threat-model.md)."""
+    """How the student worker is confined (see autograder.sandbox.confinement and docs/threat-model.md)."""
 
     user: str = Field("ag-student", description="unprivileged account for student code when grading as root")
     cpu_s: int = Field(3600, gt=0, description="CPU seconds of one worker process (all its tests)")

@@ -5,7 +5,7 @@ Input: Gradescope's "Export Submissions" download (the zip, or the folder it unp
 ``results/<id>.json`` per submission, ``grades.csv`` (one row per student), ``summary.md``
 with ``totals.png`` (histogram of totals) and ``pass_rates.png`` (per-part pass rates).
 Already graded submissions are skipped unless ``force``; a broken or hostile submission only
-ever produces its own failed results. :mod:`autograder.slurm` grades on a Slurm cluster instead,
+ever produces its own failed results. :mod:`autograder.commands.slurm` grades on a Slurm cluster instead,
 one submission per array task, with the same :func:`grade_submission` and the same :func:`merge`.
 """
 from __future__ import annotations
@@ -31,10 +31,10 @@ from typing import Any, Callable
 
 import yaml
 
-from .config import Assignment
-from .results import Results
-from .runner import grade
-from .submission import copy_submission
+from autograder.authoring.config import Assignment
+from autograder.grading.results import Results
+from autograder.grading.runner import grade
+from autograder.grading.submission import copy_submission
 
 MAX_UNPACKED_BYTES = 4 * 1024 ** 3
 
@@ -194,7 +194,7 @@ def grade_submission(cfg: Assignment, sub: Submission, out_dir: Path, *, env: di
             res = grade(cfg, Path(work_dir), None, time_limits=time_limits, notes=report.notes, env=env,
                         parts=parts, sandbox=sandbox, host_server=host_server)
     except Exception as e:  # noqa: BLE001 - one submission never stops the batch
-        from .gradescope import fallback_results
+        from autograder.commands.gradescope import fallback_results
 
         res = fallback_results(f"{type(e).__name__}: {e}", cfg.directory)
     res.extra_data = {**(res.extra_data or {}), "machine": machine_info(env)}
@@ -268,7 +268,7 @@ def merge(cfg: Assignment, subs: list[Submission], results: dict[str, Results], 
 
 def _export_answers(cfg: Assignment, subs: list[Submission], out_dir: Path) -> None:
     """Written answers of the class, grouped by question, for manual grading (when there are any)."""
-    from .questions import export_answers, load_questions
+    from autograder.authoring.questions import export_answers, load_questions
 
     if not (cfg.directory / "questions.toml").exists():
         return

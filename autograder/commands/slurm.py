@@ -3,9 +3,9 @@
 The submitting process writes an sbatch script and the list of submission ids it grades (array
 index i grades ``ids[i]``) under ``OUT/slurm/``, submits it, follows the tasks with squeue (and
 sacct where the cluster keeps accounting), and when none is left merges with the same code as
-local batch (:func:`autograder.batch.merge`). Each task runs ``python -m autograder.slurm task
+local batch (:func:`autograder.commands.batch.merge`). Each task runs ``python -m autograder.commands.slurm task
 LIST INDEX``, which grades one submission into ``OUT/results/<id>.json`` with
-:func:`autograder.batch.grade_submission`, on the GPU that Slurm gave it (CUDA_VISIBLE_DEVICES is
+:func:`autograder.commands.batch.grade_submission`, on the GPU that Slurm gave it (CUDA_VISIBLE_DEVICES is
 left as Slurm set it); the speed tests time the reference kernel in that same grading run, on that
 card, so no timing is ever compared with one from another card.
 
@@ -32,9 +32,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from .batch import Submission, grade_submission, merge, read_export, read_graded, safe_extract
-from .config import Assignment
-from .results import Results
+from autograder.commands.batch import Submission, grade_submission, merge, read_export, read_graded, safe_extract
+from autograder.authoring.config import Assignment
+from autograder.grading.results import Results
 
 # Task states in which a task may still write its results (the others are final).
 ACTIVE = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED", "REQUEUE_HOLD",
@@ -140,7 +140,7 @@ def render_script(*, name: str, count: int, list_path: Path, out_dir: Path, log_
         "",
         "set -euo pipefail",
         "# The grader uses the GPU(s) Slurm assigned (CUDA_VISIBLE_DEVICES as Slurm set it).",
-        f"exec {q(python)} -m autograder.slurm task {q(str(list_path))} \"$SLURM_ARRAY_TASK_ID\"",
+        f"exec {q(python)} -m autograder.commands.slurm task {q(str(list_path))} \"$SLURM_ARRAY_TASK_ID\"",
         "",
     ]
     return "\n".join(lines)
@@ -427,7 +427,7 @@ def _wait(out_dir: Path, waiting: dict[str, tuple[_Array, int]], graded: dict[st
 
 def run_task(list_path: Path, index: int) -> Results:
     """Grade submission ``index`` of an array's list (what one Slurm array task does)."""
-    from . import config as config_mod
+    from autograder.authoring import config as config_mod
 
     spec = json.loads(Path(list_path).read_text())
     sub_id = spec["ids"][index]
@@ -445,10 +445,10 @@ def run_task(list_path: Path, index: int) -> Results:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m autograder.slurm task LIST INDEX`` (the command each array task runs)."""
+    """``python -m autograder.commands.slurm task LIST INDEX`` (the command each array task runs)."""
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 3 or argv[0] != "task" or not argv[2].isdigit():
-        print("usage: python -m autograder.slurm task LIST_JSON INDEX", file=sys.stderr)
+        print("usage: python -m autograder.commands.slurm task LIST_JSON INDEX", file=sys.stderr)
         return 2
     run_task(Path(argv[1]), int(argv[2]))
     return 0

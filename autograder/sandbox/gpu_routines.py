@@ -1,6 +1,6 @@
 """GPU routines the harness runs inside a worker: CUDA-event timing with an L2 flush, peak memory.
 
-Like :mod:`autograder.routines`, they run next to student code, so what they report is
+Like :mod:`autograder.sandbox.routines`, they run next to student code, so what they report is
 information, not evidence: the suites bound reported times with the grader's own wall clock and
 grade ratios against the reference measured the same way. Merged into ``routines.REGISTRY``.
 """

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, TypeAdapter
 
-from .config import Assignment
+from autograder.authoring.config import Assignment
 
 
 class ManifestEntry(BaseModel):

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .config import Platform
+    from autograder.authoring.config import Platform
 
 ROOT_ENV = "AUTOGRADER_CGROUP_ROOT"
 MIB = 1 << 20

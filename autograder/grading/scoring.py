@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .config import Assignment
-from .manifest import ManifestEntry
-from .records import TestRecord
-from .results import LeaderboardEntry, Results, TestCase
+from autograder.authoring.config import Assignment
+from autograder.grading.manifest import ManifestEntry
+from autograder.grading.records import TestRecord
+from autograder.grading.results import LeaderboardEntry, Results, TestCase
 
 MAX_TEST_OUTPUT = 8_000
 _INCOMPLETE = "The grading run did not complete:"

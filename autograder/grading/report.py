@@ -15,8 +15,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .config import Assignment
-from .results import Results, TestCase
+from autograder.authoring.config import Assignment
+from autograder.grading.results import Results, TestCase
 
 MESSAGE_LINES = 8  # lines of a failure message shown without --verbose
 OUTPUT_LINES = 4  # lines of the student's printed output shown without --verbose

@@ -12,8 +12,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from . import config as config_mod
-from .results import Results
+from autograder.authoring import config as config_mod
+from autograder.grading.results import Results
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Grade Transformer-assignment submissions in a sandboxed worker, with Gradescope results.")
@@ -27,7 +27,7 @@ AssignmentOpt = typer.Option(None, "--assignment", "-a",
 
 def _load(assignment: Optional[Path], near: Optional[Path] = None) -> config_mod.Assignment:
     """--assignment, else $AUTOGRADER_ASSIGNMENT, else an unzipped student kit, else the bundled one."""
-    from .build import find_kit_assignment
+    from autograder.commands.build import find_kit_assignment
 
     path = assignment or (Path(os.environ["AUTOGRADER_ASSIGNMENT"]) if os.environ.get("AUTOGRADER_ASSIGNMENT")
                           else None) or find_kit_assignment((near or Path.cwd()).resolve()) or BUNDLED
@@ -47,7 +47,7 @@ def _check_parts(cfg: config_mod.Assignment, parts: Optional[list[str]]) -> None
 
 def _warn_points(cfg: config_mod.Assignment) -> None:
     """Grades follow the tests' @weight points: say so when assignment.toml disagrees with them."""
-    from .manifest import point_mismatches, read_manifest
+    from autograder.grading.manifest import point_mismatches, read_manifest
 
     if cfg.manifest_path.exists():
         for problem in point_mismatches(cfg.parts, read_manifest(cfg.manifest_path)):
@@ -66,7 +66,7 @@ def _grading(label: str) -> Iterator[Callable[[int, int], None]]:
 
 
 def _show(results: Results, cfg: config_mod.Assignment, title: str, **kwargs) -> tuple[float, float]:
-    from .report import show
+    from autograder.grading.report import show
 
     return show(out, results, cfg, title, **kwargs)
 
@@ -89,9 +89,9 @@ def grade(
     import tempfile
     import zipfile
 
-    from .batch import ExportError, safe_extract
-    from .runner import grade as run_grade
-    from .submission import copy_submission
+    from autograder.commands.batch import ExportError, safe_extract
+    from autograder.grading.runner import grade as run_grade
+    from autograder.grading.submission import copy_submission
 
     cfg = _load(assignment)
     if suite not in ("all", "public", "hidden"):
@@ -144,9 +144,9 @@ def selfcheck(
     """
     import tempfile
 
-    from .build import write_submission_zip
-    from .runner import grade as run_grade
-    from .submission import copy_submission
+    from autograder.commands.build import write_submission_zip
+    from autograder.grading.runner import grade as run_grade
+    from autograder.grading.submission import copy_submission
 
     cfg = _load(assignment, near=root)
     _check_parts(cfg, part)
@@ -202,7 +202,7 @@ def answers(
     out_dir: Path = typer.Option(Path("answers"), "--out", help="output folder"),
 ) -> None:
     """Export written answers as Markdown and HTML (several submissions: grouped by question)."""
-    from .questions import QuestionsError, export_answers, load_questions
+    from autograder.authoring.questions import QuestionsError, export_answers, load_questions
 
     cfg = _load(assignment)
     try:
@@ -252,7 +252,7 @@ def batch(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from .batch import ExportError, grade_export, read_export, safe_extract
+    from autograder.commands.batch import ExportError, grade_export, read_export, safe_extract
 
     cfg = _load(assignment)
     _check_parts(cfg, part)
@@ -298,7 +298,7 @@ def _batch_slurm(cfg: config_mod.Assignment, export: Path, out_dir: Path, *, for
     """`batch --slurm`: submit (or re-attach to) the array, follow it with local batch's progress bar."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from .slurm import SlurmError, SlurmOptions, grade_export_slurm
+    from autograder.commands.slurm import SlurmError, SlurmOptions, grade_export_slurm
 
     opts = SlurmOptions(partition=partition, gpus_per_task=gpus_per_task, cpus_per_task=cpus_per_task,
                         time_limit_min=time_limit, max_parallel=max_parallel, sbatch_args=sbatch_args, poll_s=poll)
@@ -341,8 +341,8 @@ def build(
     out_dir: Path = typer.Option(Path("dist"), "--out", help="where to write the zips"),
 ) -> None:
     """Build dist/autograder.zip (for Gradescope) and dist/student_kit.zip (for students)."""
-    from .build import BuildError, gradescope_settings
-    from .build import build as run_build
+    from autograder.commands.build import BuildError, gradescope_settings
+    from autograder.commands.build import build as run_build
 
     cfg = _load(assignment)
     try:
@@ -361,8 +361,8 @@ def template(
     assignment: Optional[Path] = AssignmentOpt,
 ) -> None:
     """Regenerate the student template from the reference (solution blocks become stubs)."""
-    from .questions import QuestionsError, stale_generated, write_generated
-    from .template import TemplateError, generate, stale_files
+    from autograder.authoring.questions import QuestionsError, stale_generated, write_generated
+    from autograder.authoring.template import TemplateError, generate, stale_files
 
     cfg = _load(assignment)
     ref_pkg = cfg.reference_root / cfg.package
@@ -392,8 +392,8 @@ def manifest(
     """Collect the suites (no student code runs) and write tests/manifest.json."""
     import tempfile
 
-    from .manifest import point_mismatches
-    from .runner import collect_manifest
+    from autograder.grading.manifest import point_mismatches
+    from autograder.grading.runner import collect_manifest
 
     cfg = _load(assignment)
     with tempfile.TemporaryDirectory() as tmp:
@@ -420,14 +420,14 @@ def verify(
     part: Optional[list[str]] = typer.Option(None, "--part", "-p", help="grade only these parts"),
 ) -> None:
     """Check the kit: template and manifest fresh, reference gets full marks, template gets 0."""
-    from .manifest import point_mismatches
-    from .runner import grade as run_grade
-    from .runner import load_manifest
-    from .template import stale_files
+    from autograder.grading.manifest import point_mismatches
+    from autograder.grading.runner import grade as run_grade
+    from autograder.grading.runner import load_manifest
+    from autograder.authoring.template import stale_files
 
     cfg = _load(assignment)
     problems: list[str] = []
-    from .questions import stale_generated
+    from autograder.authoring.questions import stale_generated
 
     stale = stale_files(cfg.reference_root / cfg.package, cfg.template_root / cfg.package)
     stale += stale_generated(cfg.directory, cfg.template_root)
@@ -464,8 +464,8 @@ def experiments(
     scaling: bool = typer.Option(True, "--scaling/--no-scaling", help="also time attention over N"),
 ) -> None:
     """Attention heatmaps, the sinusoidal encoding, and attention time/memory vs N, as PNGs."""
-    from .errors import StudentFacingError
-    from .experiments import run_all
+    from autograder.sandbox.errors import StudentFacingError
+    from autograder.commands.experiments import run_all
 
     cfg = _load(assignment, near=root)
     if root is not None and not (root / cfg.package).is_dir():
@@ -502,7 +502,7 @@ def bench_flash(
     png: Path = typer.Option(Path("bench/flash.png"), "--out", help="where to save the plot"),
 ) -> None:
     """Naive attention vs SDPA vs the reference kernel (vs a submission): time and TFLOP/s over N."""
-    from .bench_flash import check_options, default_sizes, dtype_name, plot, run
+    from autograder.commands.bench_flash import check_options, default_sizes, dtype_name, plot, run
 
     cfg = _load(assignment)
     try:

@@ -3,7 +3,7 @@
 Starting a worker from scratch costs an interpreter plus ``import torch`` (about 2 s on a CPU
 machine), and a grading run starts several: the student's, the reference's for timing, and a
 new one after every crash or timeout. The fork server is a clean process, started like a worker
-(``python -I -m autograder.forkserver FD``), that imports torch and the worker module and then
+(``python -I -m autograder.sandbox.forkserver FD``), that imports torch and the worker module and then
 only forks on request. It never runs student or grading code and holds nothing secret, so a
 fork of it is what a fresh worker would be, in milliseconds.
 
@@ -15,7 +15,7 @@ cannot start or stops answering, :func:`server_for` returns None and workers sta
 Each child closes every descriptor except its own pipes and log before it becomes a worker (the
 server's socket included: student code must never be able to ask for processes), starts a new
 session, takes the environment, folder and arguments it was given, and runs
-:func:`autograder.worker.main`, which confines it exactly as it does a freshly started worker.
+:func:`autograder.sandbox.worker.main`, which confines it exactly as it does a freshly started worker.
 
 The same machinery serves the grader's own pytest process (``kind="host"``): a process that
 grades many submissions (``autograder batch``) keeps one host server that has imported torch,
@@ -116,7 +116,7 @@ class ForkServer:
         self._home = tempfile.TemporaryDirectory(prefix="ag-forkserver-")
         try:
             self._popen = subprocess.Popen(
-                [sys.executable, "-I", "-m", "autograder.forkserver", str(theirs.fileno()), self.kind],
+                [sys.executable, "-I", "-m", "autograder.sandbox.forkserver", str(theirs.fileno()), self.kind],
                 pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL, cwd=self._home.name, env=self.env, start_new_session=True)
         finally:
@@ -160,7 +160,7 @@ class ForkServer:
 
     def spawn(self, args: list[str], env: dict[str, str], cwd: str, stdout_fd: int,
               keep_fds: tuple[int, ...] = ()) -> ForkedProcess:
-        """Fork a child running ``autograder.worker.main(args)`` (a host server: ``pytest.main(args)``);
+        """Fork a child running ``autograder.sandbox.worker.main(args)`` (a host server: ``pytest.main(args)``);
         ``keep_fds`` keep their numbers in the child (the pipes named in a worker's ``args``),
         ``stdout_fd`` becomes its stdout and stderr."""
         reply = self._ask({"op": "spawn", "args": args, "env": env, "cwd": cwd, "keep": list(keep_fds)},
@@ -336,8 +336,8 @@ def _child(message: dict, fds: list[int], kind: str = "worker") -> None:
         args = [str(a) for a in message["args"]]
         if kind == "host":
             _host_main(args)
-        sys.argv = ["autograder.worker", *args]
-        from autograder import worker
+        sys.argv = ["autograder.sandbox.worker", *args]
+        from autograder.sandbox import worker
 
         worker.main(args)
     except BaseException:  # noqa: BLE001 - the child must never return into the server's loop
@@ -379,14 +379,14 @@ def _preload(kind: str) -> None:
     """What every fork would otherwise import first (never initialise CUDA here)."""
     import torch  # noqa: F401 - the reason this process exists
 
-    import autograder.sandbox  # noqa: F401
-    import autograder.worker  # noqa: F401
+    import autograder.sandbox.confinement  # noqa: F401
+    import autograder.sandbox.worker  # noqa: F401
 
     if kind == "host":
         import pytest  # noqa: F401
         import pytest_timeout  # noqa: F401
 
-        import autograder.plugin  # noqa: F401
+        import autograder.grading.plugin  # noqa: F401
 
         try:  # the flash suites import it in the grader; TRITON_INTERPRET is part of the server's key
             import triton  # noqa: F401

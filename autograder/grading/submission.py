@@ -12,7 +12,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import Assignment
+from autograder.authoring.config import Assignment
 
 MAX_FILE_BYTES = 5 * 1024 * 1024
 MAX_SCAN = 5_000

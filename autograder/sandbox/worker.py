@@ -1,9 +1,9 @@
 """The student worker: the only process that imports student code.
 
-Started by :class:`autograder.client.WorkerClient` as
-``python -I -m autograder.worker ROOT PACKAGE IN_FD OUT_FD [DUMP_FD]``, or forked by the fork
-server (:mod:`autograder.forkserver`), which then calls :func:`main` with the same arguments. It
-serves requests read from ``IN_FD`` and answers on ``OUT_FD`` (see :mod:`autograder.protocol`); stdout/stderr are files the
+Started by :class:`autograder.sandbox.client.WorkerClient` as
+``python -I -m autograder.sandbox.worker ROOT PACKAGE IN_FD OUT_FD [DUMP_FD]``, or forked by the fork
+server (:mod:`autograder.sandbox.forkserver`), which then calls :func:`main` with the same arguments. It
+serves requests read from ``IN_FD`` and answers on ``OUT_FD`` (see :mod:`autograder.sandbox.protocol`); stdout/stderr are files the
 grader reads per test. Objects that cannot be sent (modules, caches, ...) stay here in a handle
 table and travel as handles. On ``SIGUSR1`` it writes the Python stacks of its threads to
 ``DUMP_FD`` (:mod:`faulthandler`): the grader asks for that before it kills a call that ran past
@@ -212,7 +212,7 @@ class Worker:
 
     # -------------------------------------------------------------- handles
     def handle_for(self, obj: Any):
-        from autograder.protocol import Handle
+        from autograder.sandbox.protocol import Handle
 
         if isinstance(obj, collections.abc.Iterator):
             items = []
@@ -241,7 +241,7 @@ class Worker:
                 self.ids.pop(id(obj), None)
 
     def resolve_args(self, value: Any) -> Any:
-        from autograder.protocol import Handle
+        from autograder.sandbox.protocol import Handle
 
         if isinstance(value, Handle):
             if value.id not in self.objects:
@@ -348,7 +348,7 @@ class Worker:
 
     def op_store(self, msg: dict) -> Any:
         # Handles, not values: the caller wants the object kept here for later calls.
-        from autograder.protocol import Handle
+        from autograder.sandbox.protocol import Handle
 
         value = self.resolve_args(msg["value"])
         h = self.next_handle
@@ -378,8 +378,8 @@ class Worker:
         return None
 
     def op_routine(self, msg: dict) -> Any:
-        """Run a harness routine (autograder.routines) on worker objects, e.g. a training loop."""
-        from autograder import routines
+        """Run a harness routine (autograder.sandbox.routines) on worker objects, e.g. a training loop."""
+        from autograder.sandbox import routines
 
         name = str(msg["name"])
         fn = routines.REGISTRY.get(name)
@@ -416,7 +416,7 @@ class Worker:
 
     # -------------------------------------------------------------- loop
     def serve(self, in_fd: int, out_fd: int) -> None:
-        from autograder.protocol import ChannelClosed, pack, read_frame, write_frame
+        from autograder.sandbox.protocol import ChannelClosed, pack, read_frame, write_frame
 
         while True:
             try:
@@ -446,7 +446,7 @@ class Worker:
 
 def qualified_type(obj: Any) -> str:
     """``module.QualName`` of ``type(obj)`` (``numpy.ndarray``; builtins without a module), or ""."""
-    from autograder.protocol import MAX_TYPE_NAME
+    from autograder.sandbox.protocol import MAX_TYPE_NAME
 
     try:
         cls = type(obj)
@@ -557,7 +557,7 @@ def main(argv: list[str]) -> None:
     report: dict = {}
     spec = os.environ.pop("AG_SANDBOX", None)
     if spec:  # first, single-threaded, before student code is imported (a fork has torch already)
-        from autograder.sandbox import Sandbox, confine
+        from autograder.sandbox.confinement import Sandbox, confine
 
         report = confine(Sandbox.from_json(spec))
     import torch  # noqa: F401 - imported before student code so its import time is not charged to them

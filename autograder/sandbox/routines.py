@@ -187,7 +187,7 @@ def audit_call(fn: Any, *args: Any, backward: Any = None, **kwargs: Any) -> dict
 
 
 def _registry() -> dict[str, Callable[..., Any]]:
-    from .gpu_routines import REGISTRY as GPU
+    from autograder.sandbox.gpu_routines import REGISTRY as GPU
 
     return {"train_lm": train_lm, "audit_call": audit_call, **GPU}
 

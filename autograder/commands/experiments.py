@@ -19,8 +19,8 @@ from typing import Callable
 
 import torch
 
-from .client import WorkerClient
-from .config import Assignment
+from autograder.sandbox.client import WorkerClient
+from autograder.authoring.config import Assignment
 
 SENTENCE = "the cat sat on the mat because it was warm".split()
 
@@ -90,8 +90,8 @@ def sinusoidal(student, out: Path, max_len: int = 128, d_model: int = 64) -> Pat
 
 def attention_scaling(cfg: Assignment, root: Path, out: Path, sizes: list[int] | None = None) -> Path:
     """Time and peak memory vs N for naive attention, SDPA and the implementation's kernel."""
-    from .bench_flash import run
-    from .errors import StudentFacingError
+    from autograder.commands.bench_flash import run
+    from autograder.sandbox.errors import StudentFacingError
 
     sizes = sizes or ([512, 1024, 2048, 4096, 8192] if torch.cuda.is_available() else [16, 32, 64])
     same = Path(root).resolve() == cfg.reference_root.resolve()

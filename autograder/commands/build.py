@@ -19,8 +19,8 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from .config import Assignment
-from .manifest import read_manifest
+from autograder.authoring.config import Assignment
+from autograder.grading.manifest import read_manifest
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SKIP_PARTS = {"__pycache__", ".pytest_cache", ".ipynb_checkpoints"}
@@ -47,7 +47,7 @@ RUN_AUTOGRADER = """#!/usr/bin/env bash
 ROOT="${{AUTOGRADER_ROOT:-/autograder}}"
 PY="${{AUTOGRADER_PYTHON:-$ROOT/venv/bin/python}}"
 cd "$ROOT" || exit 0
-"$PY" -m autograder.gradescope --root "$ROOT" --assignment "$ROOT/source/assignments/{name}" "$@"
+"$PY" -m autograder.commands.gradescope --root "$ROOT" --assignment "$ROOT/source/assignments/{name}" "$@"
 if [ ! -s "$ROOT/results/results.json" ]; then
   mkdir -p "$ROOT/results"
   printf '%s\\n' '{{"score": 0, "output": "The autograder failed to start; please tell your instructor."}}' \\
@@ -169,7 +169,7 @@ def build_wheel(out_dir: Path) -> Path:
 
 def record_golden(cfg: Assignment, path: Path) -> None:
     """Run the public suites on the reference, recording what they get from it (must pass)."""
-    from .runner import _INI, _env, _pytest_command
+    from autograder.grading.runner import _INI, _env, _pytest_command
 
     with tempfile.TemporaryDirectory(prefix="ag-golden-") as tmp:
         ini = Path(tmp) / "pytest.ini"
@@ -204,7 +204,7 @@ def _assignment_entries(cfg: Assignment, prefix: str, public_only: bool) -> dict
 
     Oracle modules (``tests/*_oracles.py``: working implementations of graded functions) are for
     the grader only: the student kit (``public_only``) never holds them; its public tests replay
-    their recorded values (:func:`autograder.golden.oracle`)."""
+    their recorded values (:func:`autograder.grading.golden.oracle`)."""
     entries: dict[str, Path | bytes] = {}
     for path in sorted(cfg.directory.iterdir()):
         if path.is_file() and path.suffix in (".toml", ".md", ".json"):
@@ -227,7 +227,7 @@ def _assignment_entries(cfg: Assignment, prefix: str, public_only: bool) -> dict
 
 def build(cfg: Assignment, out_dir: Path) -> tuple[Path, Path]:
     """Write dist/autograder.zip and dist/student_kit.zip; returns their paths."""
-    from .runner import collect_manifest
+    from autograder.grading.runner import collect_manifest
 
     out_dir = Path(out_dir)
     ref_pkg = cfg.reference_root / cfg.package
@@ -278,7 +278,7 @@ GRADESCOPE_MAX_TIMEOUT_S = 40 * 60  # the most Gradescope's Autograder Settings 
 def gradescope_settings(cfg: Assignment) -> str:
     """What to choose in the assignment's Autograder Settings on Gradescope, from ``[gradescope]``:
     a run the platform kills for memory or time gives the student 0 and no feedback."""
-    from .container import format_mb
+    from autograder.commands.container import format_mb
 
     g = cfg.gradescope
     minutes = math.ceil(g.timeout_s / 60 - 1e-9)

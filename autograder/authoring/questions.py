@@ -287,7 +287,7 @@ def _reference_root(assignment_dir: Path, reference_root: str | Path | None) -> 
         return Path(reference_root)
     if not (assignment_dir / "assignment.toml").is_file():
         return None  # questions.toml on its own (no reference to write the model answers into)
-    from . import config as config_mod
+    from autograder.authoring import config as config_mod
 
     return config_mod.load(assignment_dir).reference_root
 

@@ -18,9 +18,9 @@ from typing import Callable
 
 import torch
 
-from .client import Limits, WorkerClient, forward_backward, repeat, store
-from .config import Assignment
-from .errors import StudentFacingError
+from autograder.sandbox.client import Limits, WorkerClient, forward_backward, repeat, store
+from autograder.authoring.config import Assignment
+from autograder.sandbox.errors import StudentFacingError
 
 HEAD_DIMS = (16, 32, 64, 128)  # what ASSIGNMENT_API.md asks every kernel to support
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from .protocol import ProtocolError, pack, unpack
+from autograder.sandbox.protocol import ProtocolError, pack, unpack
 
 _DATA = (type(None), bool, int, float, str, torch.Tensor, torch.dtype, torch.device, torch.Size)
 

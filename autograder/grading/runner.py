@@ -4,7 +4,7 @@ pytest runs in a child process with its root, ini file and plugins pinned (no co
 plugin can come from the submission, which is never on pytest's path). Whatever happens to that
 process (crash, kill, timeout), this process assembles results.json from the manifest and the
 records the plugin streamed. That process is a fork of a host server (torch, pytest and the plugin
-imported once per grading process, see :mod:`autograder.forkserver`) where one can be had, which
+imported once per grading process, see :mod:`autograder.sandbox.forkserver`) where one can be had, which
 saves an interpreter start and ``import torch`` per submission in ``autograder batch``.
 """
 from __future__ import annotations
@@ -22,13 +22,13 @@ import time
 from pathlib import Path
 from typing import Callable, Literal
 
-from . import forkserver
-from .config import Assignment
-from .manifest import ManifestEntry, read_manifest
-from .records import NOT_RUN, TestRecord, append_record, read_records
-from .results import Results
-from .sandbox import Privilege, SandboxError, can_reach, has_cuda, kill_tree, plan, stage_code
-from .scoring import RunInfo, assemble
+from autograder.sandbox import forkserver
+from autograder.authoring.config import Assignment
+from autograder.grading.manifest import ManifestEntry, read_manifest
+from autograder.grading.records import NOT_RUN, TestRecord, append_record, read_records
+from autograder.grading.results import Results
+from autograder.sandbox.confinement import Privilege, SandboxError, can_reach, has_cuda, kill_tree, plan, stage_code
+from autograder.grading.scoring import RunInfo, assemble
 
 Suite = Literal["public", "hidden", "all"]
 
@@ -43,7 +43,7 @@ def _pytest_command(cfg: Assignment, ini: Path, extra: list[str]) -> list[str]:
     return [
         sys.executable, "-I", "-m", "pytest",
         "-c", str(ini), "--rootdir", str(cfg.tests_dir),
-        "-p", "autograder.plugin", "-p", "pytest_timeout",
+        "-p", "autograder.grading.plugin", "-p", "pytest_timeout",
         "--import-mode=importlib",
         "--ag-assignment", str(cfg.directory),
         "--ag-suite-root", str(cfg.tests_dir),
@@ -278,7 +278,7 @@ def grade(cfg: Assignment, root: Path, out: Path | None = None, suite: Suite = "
     entries of ``[sandbox]``; ``notes`` are shown to the student in the summary; ``env`` adds
     environment variables (e.g. the GPU to use). ``privilege`` says whether student code must
     (``"require"``), may (``"auto"``) or must not (``"off"``) be moved to an unprivileged account
-    when we are root (see :func:`autograder.sandbox.plan`). Without the reference's code but with
+    when we are root (see :func:`autograder.sandbox.confinement.plan`). Without the reference's code but with
     a recording (the student kit), the reference is replayed. ``progress(done, total)`` is called
     from another thread as tests finish (about twice a second at most). ``host_server``: fork
     pytest from a host server kept for later gradings (see :func:`run_pytest`).
