@@ -13,7 +13,12 @@ from typing import Any, Callable, TypeVar
 
 import torch
 
-from autograder.sandbox.client import Remote, WorkerClient, remote_type, repeat, store
+# What suites use from the rest of the harness, in one place (suite authors import autograder.testing).
+from autograder.grading.golden import measured, oracle  # noqa: F401
+from autograder.sandbox.client import (  # noqa: F401
+    Remote, WorkerClient, fetch, forward_backward, remote_type, repeat, routine, store, typename,
+)
+from autograder.sandbox.errors import StudentCodeError, StudentFacingError  # noqa: F401
 from autograder.authoring.config import Tolerance
 
 

@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from autograder.grading import hostserver
 from autograder.sandbox import forkserver
 from autograder.sandbox.client import Limits, WorkerClient
 from autograder.sandbox.errors import WorkerCrashed
@@ -234,7 +235,7 @@ def test_a_dead_host_server_means_pytest_starts_the_slow_way(tmp_path):
     (tmp_path / "test_host.py").write_text(HOST_TESTS)
     env = _pytest_env(tmp_path, AG_HOST_VARIANT="dead")
     try:
-        server = forkserver.host_server_for(env, 120)
+        server = hostserver.host_server_for(env, 120)
         assert server is not None
         os.kill(server.pid, signal.SIGKILL)
         deadline = time.monotonic() + 10
@@ -243,16 +244,16 @@ def test_a_dead_host_server_means_pytest_starts_the_slow_way(tmp_path):
         code, out = run_pytest(_pytest_cmd("test_host.py"), str(tmp_path), env, 120)
         assert code == 1 and "1 failed, 1 passed" in out, out
         assert int(out.split("PARENT ")[1].split()[0]) == os.getpid()
-        assert forkserver.host_server_for(env, 120) is None  # not started again in this process
+        assert hostserver.host_server_for(env, 120) is None  # not started again in this process
     finally:
         forkserver.shutdown()
 
 
 def test_host_servers_are_capped(tmp_path, monkeypatch):
-    monkeypatch.setattr(forkserver, "_MAX_HOST_SERVERS", 1)
+    monkeypatch.setattr(hostserver, "MAX_HOST_SERVERS", 1)
     try:
-        first = forkserver.host_server_for(_pytest_env(tmp_path, AG_HOST_VARIANT="a"), 120)
-        second = forkserver.host_server_for(_pytest_env(tmp_path, AG_HOST_VARIANT="b"), 120)
+        first = hostserver.host_server_for(_pytest_env(tmp_path, AG_HOST_VARIANT="a"), 120)
+        second = hostserver.host_server_for(_pytest_env(tmp_path, AG_HOST_VARIANT="b"), 120)
         assert first is not None and second is not None and second.alive()
         assert not first.alive()  # closed to make room: each holds torch in memory
         assert sum(k.startswith("host ") for k in forkserver._SERVERS) == 1

@@ -22,7 +22,7 @@ from pathlib import Path
 from autograder.authoring.config import Assignment
 from autograder.grading.manifest import read_manifest
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SKIP_PARTS = {"__pycache__", ".pytest_cache", ".ipynb_checkpoints"}
 SKIP_SUFFIXES = {".pyc", ".pyo"}
 

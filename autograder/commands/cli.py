@@ -20,7 +20,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 console = Console(stderr=True)
 out = Console()
 
-BUNDLED = Path(__file__).resolve().parent.parent / "assignments" / "transformer"
+BUNDLED = Path(__file__).resolve().parents[2] / "assignments" / "transformer"
 AssignmentOpt = typer.Option(None, "--assignment", "-a",
                              help="assignment directory (default: $AUTOGRADER_ASSIGNMENT or the bundled one)")
 

@@ -4,7 +4,7 @@ pytest runs in a child process with its root, ini file and plugins pinned (no co
 plugin can come from the submission, which is never on pytest's path). Whatever happens to that
 process (crash, kill, timeout), this process assembles results.json from the manifest and the
 records the plugin streamed. That process is a fork of a host server (torch, pytest and the plugin
-imported once per grading process, see :mod:`autograder.sandbox.forkserver`) where one can be had, which
+imported once per grading process, see :mod:`autograder.grading.hostserver`) where one can be had, which
 saves an interpreter start and ``import torch`` per submission in ``autograder batch``.
 """
 from __future__ import annotations
@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Callable, Literal
 
+from autograder.grading import hostserver
 from autograder.sandbox import forkserver
 from autograder.authoring.config import Assignment
 from autograder.grading.manifest import ManifestEntry, read_manifest
@@ -133,7 +134,7 @@ def run_pytest(cmd: list[str], cwd: str, env: dict[str, str], timeout: float, ve
     new process.
     """
     server = None if verbose or not host_server or cmd[1:4] != ["-I", "-m", "pytest"] \
-        else forkserver.host_server_for(env, start_s)
+        else hostserver.host_server_for(env, start_s)
     if server is not None:
         read_fd, write_fd = os.pipe()
         try:

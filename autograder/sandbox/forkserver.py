@@ -17,12 +17,9 @@ server's socket included: student code must never be able to ask for processes),
 session, takes the environment, folder and arguments it was given, and runs
 :func:`autograder.sandbox.worker.main`, which confines it exactly as it does a freshly started worker.
 
-The same machinery serves the grader's own pytest process (``kind="host"``): a process that
-grades many submissions (``autograder batch``) keeps one host server that has imported torch,
-pytest, Triton and the plugin, started with the pytest host's environment, and each grading run
-is a fork of it running ``pytest.main`` (see :func:`host_server_for`). It holds no suite, no
-reference and no submission: those are only loaded by ``pytest.main`` in the fork. Student code
-never runs there; the run's workers are started by the fork as before, below it.
+The same machinery serves the grader's own pytest process: :mod:`autograder.grading.hostserver`
+starts servers of another ``kind`` (its module's ``serve`` with its own preload and child), and the
+registry here keeps both kinds (:func:`server_pids`). This module never imports grading code.
 """
 from __future__ import annotations
 
@@ -39,6 +36,7 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 UNKNOWN_EXIT = -1000  # the worker is gone and nobody could say how it ended
 _MAX_MESSAGE = 1 << 20
@@ -106,6 +104,7 @@ class ForkServer:
     env: dict[str, str]
     start_s: float = 120.0
     kind: str = "worker"  # "worker": forks become workers; "host": forks run pytest.main (the grader)
+    module: str = "autograder.sandbox.forkserver"  # run with `python -I -m MODULE FD`: its serve()
     _sock: socket.socket | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)  # batch grades in threads
     _popen: subprocess.Popen | None = field(default=None, repr=False)
@@ -116,7 +115,7 @@ class ForkServer:
         self._home = tempfile.TemporaryDirectory(prefix="ag-forkserver-")
         try:
             self._popen = subprocess.Popen(
-                [sys.executable, "-I", "-m", "autograder.sandbox.forkserver", str(theirs.fileno()), self.kind],
+                [sys.executable, "-I", "-m", self.module, str(theirs.fileno())],
                 pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL, cwd=self._home.name, env=self.env, start_new_session=True)
         finally:
@@ -224,7 +223,6 @@ def _exists(pid: int) -> bool:
 _SERVERS: dict[str, ForkServer] = {}
 _FAILED: set[str] = set()  # keys whose server did not start or died
 _START_LOCK = threading.Lock()  # batch grading starts host servers from several threads
-_MAX_HOST_SERVERS = 2  # host servers kept at once (one per environment), least recently used go
 
 
 def enabled() -> bool:
@@ -241,15 +239,6 @@ def server_for(env: dict[str, str], start_s: float = 120.0) -> ForkServer | None
     server_env |= {"OMP_NUM_THREADS": env.get("OMP_NUM_THREADS", "1")}
     key = "worker " + json.dumps(server_env, sort_keys=True)
     return _running_or_started(key, lambda: ForkServer(server_env, start_s))
-
-
-def host_server_for(env: dict[str, str], start_s: float = 120.0) -> ForkServer | None:
-    """The running host server for pytest processes started with exactly ``env``, started on first
-    use; None where it cannot be had (then the grader starts pytest the slow way)."""
-    if not enabled() or os.environ.get("AUTOGRADER_HOSTSERVER", "1") == "0":
-        return None
-    key = "host " + json.dumps(env, sort_keys=True)
-    return _running_or_started(key, lambda: ForkServer(dict(env), start_s, kind="host"), keep=_MAX_HOST_SERVERS)
 
 
 def _running_or_started(key: str, make, keep: int | None = None) -> ForkServer | None:
@@ -298,9 +287,9 @@ def shutdown() -> None:
 # --------------------------------------------------------------------------- server side
 
 
-def _child(message: dict, fds: list[int], kind: str = "worker") -> None:
-    """In the forked child: become a fresh worker (or, forked by a host server, run pytest). Never
-    returns."""
+def _child(message: dict, fds: list[int], run: Callable[[list[str]], None], needs_fds: bool = True) -> None:
+    """In the forked child: take the descriptors, session, environment and folder it was given, then
+    ``run(args)`` (a worker's main; pytest for a host server). Never returns."""
     try:
         stdout_fd, passed = fds[0], fds[1:]
         keep = [int(k) for k in message["keep"]]
@@ -311,7 +300,7 @@ def _child(message: dict, fds: list[int], kind: str = "worker") -> None:
         os.dup2(stdout_fd, 2)
         # The descriptors arrive under new numbers; the worker's arguments name the old ones. Moved
         # above all of those first, so that no dup2 below closes one that is still to be moved.
-        if (not keep and kind == "worker") or len(keep) != len(passed) or (keep and min(keep) < 3):
+        if (not keep and needs_fds) or len(keep) != len(passed) or (keep and min(keep) < 3):
             raise ValueError(f"bad descriptors to keep: {keep}")
         moved = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, max(keep) + 1) for fd in passed]
         for src, dst in zip(moved, keep):
@@ -333,13 +322,7 @@ def _child(message: dict, fds: list[int], kind: str = "worker") -> None:
         tempfile.tempdir = None  # gettempdir() must read this worker's TMPDIR
         if "numpy" in sys.modules:  # imported with torch: each worker draws its own seed, as a new process does
             sys.modules["numpy"].random.seed()
-        args = [str(a) for a in message["args"]]
-        if kind == "host":
-            _host_main(args)
-        sys.argv = ["autograder.sandbox.worker", *args]
-        from autograder.sandbox import worker
-
-        worker.main(args)
+        run([str(a) for a in message["args"]])
     except BaseException:  # noqa: BLE001 - the child must never return into the server's loop
         import traceback
 
@@ -348,64 +331,35 @@ def _child(message: dict, fds: list[int], kind: str = "worker") -> None:
     os._exit(0)
 
 
-def _host_main(args: list[str]) -> None:
-    """In a fork of a host server: run the grading session as ``python -I -m pytest ARGS`` would,
-    exit handlers included (those registered by the server's imports are the ones a new pytest
-    process would have registered too). Never returns."""
-    import random
-
-    import pytest
-
-    random.seed()  # as a new process would
-    sys.argv = [os.path.join(os.path.dirname(pytest.__file__), "__main__.py"), *args]  # as `-m pytest` sets it
-    try:
-        code = pytest.main(args)
-        code = int(code) if isinstance(code, int) else 1
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 1
-    atexit._run_exitfuncs()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):
-            pass
-    os._exit(code)
-
-
 _COERCED_LOCALE = ""
 
 
-def _preload(kind: str) -> None:
-    """What every fork would otherwise import first (never initialise CUDA here)."""
+def preload_worker() -> None:
+    """What every worker would otherwise import first (never initialise CUDA here)."""
     import torch  # noqa: F401 - the reason this process exists
 
     import autograder.sandbox.confinement  # noqa: F401
     import autograder.sandbox.worker  # noqa: F401
 
-    if kind == "host":
-        import pytest  # noqa: F401
-        import pytest_timeout  # noqa: F401
 
-        import autograder.grading.plugin  # noqa: F401
+def run_worker(args: list[str]) -> None:
+    sys.argv = ["autograder.sandbox.worker", *args]
+    from autograder.sandbox import worker
 
-        try:  # the flash suites import it in the grader; TRITON_INTERPRET is part of the server's key
-            import triton  # noqa: F401
-            import triton.language  # noqa: F401
-        except ImportError:
-            pass
+    worker.main(args)
 
 
-def serve(fd: int, kind: str = "worker") -> None:
+def serve(fd: int, preload: Callable[[], None] = preload_worker, run: Callable[[list[str]], None] = run_worker,
+          needs_fds: bool = True) -> None:
+    """The server's loop: ``preload()``, then fork on request; each child ends in ``run(args)``."""
     global _COERCED_LOCALE
-    if kind not in ("worker", "host"):
-        raise SystemExit(f"unknown kind of fork server {kind!r}")
     # Set by PEP 538's coercion when the server was started without LC_ALL, LC_CTYPE or LANG (a
     # worker server always is); a child whose environment has none of them gets it back, as a new
     # interpreter started with that environment would.
     _COERCED_LOCALE = os.environ.get("LC_CTYPE", "")
     sock = socket.socket(fileno=fd)
     sock.set_inheritable(False)
-    _preload(kind)
+    preload()
 
     codes: dict[int, int] = {}
     children: set[int] = set()
@@ -438,7 +392,7 @@ def serve(fd: int, kind: str = "worker") -> None:
                 pid = os.fork()
                 if pid == 0:
                     sock.close()
-                    _child(message, fds, kind)
+                    _child(message, fds, run, needs_fds)
                 children.add(pid)
                 reply = {"pid": pid}
             elif op == "wait":
@@ -464,4 +418,4 @@ def serve(fd: int, kind: str = "worker") -> None:
 
 
 if __name__ == "__main__":
-    serve(int(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else "worker")
+    serve(int(sys.argv[1]))

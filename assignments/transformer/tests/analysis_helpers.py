@@ -17,8 +17,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import flop_registry
 
-from autograder.sandbox.client import Remote
-from autograder.grading.golden import measured
+from autograder.testing import Remote
+from autograder.testing import measured
 
 META = torch.device("meta")
 DTYPES = {torch.float32: 4, torch.float16: 2, torch.bfloat16: 2, torch.float64: 8}

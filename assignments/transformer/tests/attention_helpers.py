@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import torch
 
-from autograder.sandbox.client import forward_backward
-from autograder.grading.golden import measured
+from autograder.testing import forward_backward
+from autograder.testing import measured
 from autograder.testing import assert_close, check_tensor
 from suite_helpers import randn, random_mask
 

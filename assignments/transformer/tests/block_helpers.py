@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from autograder.sandbox.errors import StudentCodeError
+from autograder.testing import StudentCodeError
 
 BLOCK_LAYOUT = ("attn (MultiHeadAttention: q_proj, k_proj, v_proj, out_proj), ffn (FeedForward: fc1, fc2), "
                 "norm1, norm2 (nn.LayerNorm(d_model))")

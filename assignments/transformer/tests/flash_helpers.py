@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from autograder.sandbox.client import fetch, routine, store
+from autograder.testing import fetch, routine, store
 from autograder.testing import assert_close, check_tensor, kind_of
 
 FLASH_FILE = ("transformer_lab", "flash.py")

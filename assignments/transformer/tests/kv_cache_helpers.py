@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import torch
 
-from autograder.sandbox.client import typename
-from autograder.sandbox.errors import StudentCodeError
+from autograder.testing import typename
+from autograder.testing import StudentCodeError
 from autograder.testing import assert_close, check_tensor
 
 POSITIONAL = ["sinusoidal", "learned", "rope", "alibi"]

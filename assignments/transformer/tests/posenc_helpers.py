@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from autograder.sandbox.errors import StudentCodeError
+from autograder.testing import StudentCodeError
 
 TABLE_ATOL = {128: 1e-4, 512: 2e-4, 5000: 2e-3}  # positions up to key -> atol (values in [-1, 1])
 SINUSOIDAL_FORMULA = "PE[p, 2i] = sin(p / 10000^(2i/d)), PE[p, 2i+1] = cos(p / 10000^(2i/d))"

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from autograder.sandbox.errors import StudentCodeError
+from autograder.testing import StudentCodeError
 
 
 def randn(*shape: int, seed: int, dtype: torch.dtype = torch.float32, scale: float = 1.0) -> torch.Tensor:

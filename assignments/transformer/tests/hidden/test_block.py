@@ -3,7 +3,7 @@ import pytest
 import torch
 from gradescope_utils.autograder_utils.decorators import weight
 
-from autograder.sandbox.client import forward_backward
+from autograder.testing import forward_backward
 from autograder.testing import assert_close, assert_equal, check_tensor
 from block_helpers import BLOCK_LAYOUT, block_pair, ffn_pair, load_reference, perturb_norms, state_dict_of
 from suite_helpers import randn, random_mask

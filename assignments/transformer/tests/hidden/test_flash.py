@@ -10,7 +10,7 @@ import pytest
 import torch
 from gradescope_utils.autograder_utils.decorators import leaderboard, partial_credit, weight
 
-from autograder.sandbox.client import fetch, routine, store
+from autograder.testing import fetch, routine, store
 from autograder.testing import best_measurement
 from flash_helpers import (
     HEAD_DIMS, attention_flops, audited, check_forward, check_no_nxn, compare, compare_cuda_times, describe,

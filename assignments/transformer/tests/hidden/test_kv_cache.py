@@ -3,7 +3,7 @@ import pytest
 import torch
 from gradescope_utils.autograder_utils.decorators import weight
 
-from autograder.sandbox.client import fetch
+from autograder.testing import fetch
 from autograder.testing import (TimedCall, best_measurement, check_tensor, expect_student_error,
                                 time_alternating)
 from kv_cache_helpers import (POSITIONAL, check_cached_logits, check_same_tokens, exact, generated, length,

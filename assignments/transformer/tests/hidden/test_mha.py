@@ -3,7 +3,7 @@ import pytest
 import torch
 from gradescope_utils.autograder_utils.decorators import weight
 
-from autograder.sandbox.client import forward_backward
+from autograder.testing import forward_backward
 from autograder.testing import assert_close, assert_equal, best_measurement, check_tensor, time_interleaved
 from suite_helpers import mha_pair, randn, random_mask
 

@@ -2,7 +2,7 @@
 import pytest
 from gradescope_utils.autograder_utils.decorators import weight
 
-from autograder.sandbox.client import routine
+from autograder.testing import routine
 from autograder.testing import assert_close, check_tensor
 from block_helpers import check_state_dict_layout
 from model_helpers import (LM_LAYOUT, POSITIONAL, check_loaded_weights, copy_task, describe, lm_pair, prefix_loss,

@@ -2,7 +2,7 @@
 import pytest
 from gradescope_utils.autograder_utils.decorators import weight
 
-from autograder.sandbox.client import routine
+from autograder.testing import routine
 from autograder.testing import assert_close, expect_student_error
 from suite_helpers import mha_pair, randn
 

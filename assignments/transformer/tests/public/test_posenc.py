@@ -7,7 +7,7 @@ import pytest
 import torch
 from gradescope_utils.autograder_utils.decorators import weight
 
-from autograder.grading.golden import oracle
+from autograder.testing import oracle
 from autograder.testing import assert_close, check_tensor
 from posenc_helpers import ROPE_ATOL, SINUSOIDAL_FORMULA, check_no_state, learned_with_weight, table_atol
 from suite_helpers import randn
