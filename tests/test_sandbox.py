@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from autograder.sandbox import confinement as sandbox
-from autograder.commands.batch import safe_extract
+from autograder.grading.submission import safe_extract
 from autograder.sandbox.client import Limits, WorkerClient
 from autograder.authoring.config import SandboxLimits
 from autograder.sandbox.errors import StudentCodeError

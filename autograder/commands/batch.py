@@ -17,13 +17,11 @@ import os
 import queue
 import re
 import socket
-import stat
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
-import zipfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,9 +32,8 @@ import yaml
 from autograder.authoring.config import Assignment
 from autograder.grading.results import Results
 from autograder.grading.runner import grade
-from autograder.grading.submission import copy_submission
+from autograder.grading.submission import UnpackError, copy_submission, safe_extract  # noqa: F401 - safe_extract: batch's name before
 
-MAX_UNPACKED_BYTES = 4 * 1024 ** 3
 
 
 @dataclass
@@ -58,32 +55,8 @@ class Submission:
         return "; ".join(s.get("sid", "") for s in self.submitters)
 
 
-class ExportError(Exception):
-    pass
-
-
-def safe_extract(zip_path: Path, dest: Path) -> None:
-    """Unzip without following symlinks or writing outside ``dest``."""
-    dest = dest.resolve()
-    total = 0
-    with zipfile.ZipFile(zip_path) as zf:
-        for info in zf.infolist():
-            mode = info.external_attr >> 16
-            if stat.S_ISLNK(mode):
-                continue
-            target = (dest / info.filename).resolve()
-            if dest not in target.parents and target != dest:
-                continue
-            total += info.file_size
-            if total > MAX_UNPACKED_BYTES:
-                raise ExportError(f"{zip_path} unpacks to more than {MAX_UNPACKED_BYTES} bytes")
-            if info.is_dir():
-                target.mkdir(parents=True, exist_ok=True)
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with zf.open(info) as src, open(target, "wb") as out:
-                while chunk := src.read(1 << 20):
-                    out.write(chunk)
+class ExportError(UnpackError):
+    """The export cannot be read (what is wrong with it is in the message)."""
 
 
 def _strip(key: Any) -> str:

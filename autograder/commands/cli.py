@@ -89,7 +89,7 @@ def grade(
     import tempfile
     import zipfile
 
-    from autograder.commands.batch import ExportError, safe_extract
+    from autograder.grading.submission import UnpackError, safe_extract
     from autograder.grading.runner import grade as run_grade
     from autograder.grading.submission import copy_submission
 
@@ -113,7 +113,7 @@ def grade(
             upload = Path(tmp) / "upload"
             try:
                 safe_extract(root, upload)
-            except (ExportError, zipfile.BadZipFile, OSError) as e:
+            except (UnpackError, zipfile.BadZipFile, OSError) as e:
                 console.print(f"[red]error:[/red] cannot unpack {root}: {e}")
                 raise typer.Exit(2) from None
         staged = Path(tmp) / "submission"
@@ -252,7 +252,8 @@ def batch(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from autograder.commands.batch import ExportError, grade_export, read_export, safe_extract
+    from autograder.commands.batch import ExportError, grade_export, read_export
+    from autograder.grading.submission import UnpackError, safe_extract
 
     cfg = _load(assignment)
     _check_parts(cfg, part)
@@ -271,7 +272,7 @@ def batch(
             with tempfile.TemporaryDirectory() as tmp:
                 safe_extract(export, Path(tmp))
                 total = len(read_export(Path(tmp)))
-    except (ExportError, OSError) as e:
+    except (ExportError, UnpackError, OSError) as e:
         console.print(f"[red]error:[/red] {e}")
         raise typer.Exit(2) from None
     if slurm:

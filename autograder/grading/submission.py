@@ -9,13 +9,44 @@ from __future__ import annotations
 
 import os
 import shutil
+import zipfile
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from autograder.authoring.config import Assignment
 
 MAX_FILE_BYTES = 5 * 1024 * 1024
+MAX_UNPACKED_BYTES = 4 * 1024 ** 3  # an upload or an export zip unpacks to at most this
 MAX_SCAN = 5_000
+
+
+class UnpackError(Exception):
+    """A zip that must not be unpacked (too large once unpacked)."""
+
+
+def safe_extract(zip_path: Path, dest: Path) -> None:
+    """Unzip without following symlinks or writing outside ``dest``."""
+    dest = dest.resolve()
+    total = 0
+    with zipfile.ZipFile(zip_path) as zf:
+        for info in zf.infolist():
+            mode = info.external_attr >> 16
+            if stat.S_ISLNK(mode):
+                continue
+            target = (dest / info.filename).resolve()
+            if dest not in target.parents and target != dest:
+                continue
+            total += info.file_size
+            if total > MAX_UNPACKED_BYTES:
+                raise UnpackError(f"{zip_path} unpacks to more than {MAX_UNPACKED_BYTES} bytes")
+            if info.is_dir():
+                target.mkdir(parents=True, exist_ok=True)
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with zf.open(info) as src, open(target, "wb") as out:
+                while chunk := src.read(1 << 20):
+                    out.write(chunk)
 
 
 @dataclass
