@@ -1,0 +1,486 @@
+"""Ahead-of-time compilation of a submission's Triton kernels for real GPUs, on a machine without one.
+
+Triton's interpreter (what runs the kernels on CPU machines) accepts programs a GPU compile rejects
+(tl.dot tiles under 16, too much shared memory), so the kernels are also compiled for sm_80 (A100)
+and sm_90 (H100) with ``triton.compile`` and the ptxas bundled in the triton wheel, and the result
+is checked against the card's limits.
+
+Which configurations? The ones the submission's own launch code picks. A fresh process (no
+``TRITON_INTERPRET``, so ``@triton.jit`` gives real JITFunctions and launch code takes its GPU
+branch) calls ``flash_attention_forward`` (and the backward) on a few shapes with every kernel
+launch intercepted: a launch records its kernel, arguments, constexprs, num_warps and num_stages
+and runs nothing; an autotuned launch records every candidate its ``prune_configs_by`` keeps.
+A few of those launches are then compiled for the target (each costs 1-3 CPU-seconds).
+
+Compiling in a process of its own is required: in a process where the interpreter is on, Triton's
+code generator sees interpreter-patched builders and fails. Used by the grader (from the sandboxed
+worker: the child inherits the sandbox, see :func:`autograder.routines.aot_compile`), by
+``autograder selfcheck`` and by the project's tests. Run ``python -m autograder.aot --help``.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+HEAD_DIMS = (16, 32, 64, 128)
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    capability: int
+    max_shared: int  # bytes of shared memory one block may use (the opt-in maximum)
+    card: str
+
+
+TARGETS = {
+    "sm_80": Target("sm_80", 80, 166912, "A100"),  # 163 KiB
+    "sm_90": Target("sm_90", 90, 232448, "H100"),  # 227 KiB
+}
+DTYPES = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}
+
+
+def present_target() -> Target | None:
+    """The GPU of this machine as a Target, or None without one."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    major, minor = torch.cuda.get_device_capability()
+    try:
+        from triton.runtime import driver
+
+        smem = int(driver.active.utils.get_device_properties(torch.cuda.current_device())["max_shared_mem"])
+    except Exception:  # noqa: BLE001 - fall back to the known figure of the family
+        smem = TARGETS["sm_90" if major >= 9 else "sm_80"].max_shared
+    return Target(f"sm_{major}{minor}", major * 10 + minor, smem, torch.cuda.get_device_name())
+
+
+def resolve_target(name: str) -> Target:
+    if name == "native":
+        t = present_target()
+        if t is None:
+            raise ValueError("no GPU here: name a target (sm_80 or sm_90)")
+        return t
+    if name not in TARGETS:
+        raise ValueError(f"unknown target {name!r} (known: {', '.join(TARGETS)}, native)")
+    return TARGETS[name]
+
+
+# --------------------------------------------------------------------------- recording launches
+
+
+def _encode(value: Any) -> Any:
+    """A launch argument as JSON: tensors by dtype and alignment, scalars as they are."""
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return {"tensor": str(value.dtype).removeprefix("torch."), "aligned": value.data_ptr() % 16 == 0}
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if hasattr(value, "value") and isinstance(getattr(value, "value"), (bool, int, float, str)):  # tl.constexpr
+        return value.value
+    return {"unsupported": type(value).__name__}
+
+
+def _decode(value: Any) -> Any:
+    import torch
+
+    if isinstance(value, dict) and "tensor" in value:
+        t = torch.empty(64, dtype=getattr(torch, value["tensor"]))
+        return t if value.get("aligned", True) else t[1:]
+    if isinstance(value, dict):
+        raise ValueError(f"an argument of type {value.get('unsupported')} cannot be compiled ahead of time")
+    return value
+
+
+class _Recorder:
+    """Patches Triton's launchers so a launch is recorded instead of run (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.launches: list[dict] = []
+        self.kernels: dict[str, Any] = {}  # kernel id -> JITFunction
+        self._group = 0
+        self._saved: list[tuple[Any, str, Any]] = []
+
+    def _record(self, fn: Any, args: tuple, kwargs: dict, group: int | None, config: dict | None) -> None:
+        raw = fn.fn
+        kid = f"{raw.__module__}:{raw.__qualname__}"
+        self.kernels[kid] = fn
+        kw = {k: v for k, v in kwargs.items() if k not in ("grid", "warmup")}
+        self.launches.append({
+            "kernel": kid, "name": raw.__name__,
+            "args": [_encode(a) for a in args], "kwargs": {k: _encode(v) for k, v in kw.items()},
+            "group": group, "config": config,
+            "constexprs": {p.name: _encode(v) for p, v in zip(fn.params, args) if p.is_constexpr}
+            | {k: _encode(v) for k, v in kw.items() if k in {p.name for p in fn.params if p.is_constexpr}},
+        })
+
+    def __enter__(self) -> _Recorder:
+        from triton.runtime import autotuner, jit
+
+        rec = self
+
+        def run(this, *args, grid=None, warmup=False, **kwargs):
+            rec._record(this, args, kwargs, getattr(rec, "_current_group", None), getattr(rec, "_current_cfg", None))
+            return None
+
+        def tuned(this, *args, **kwargs):
+            this.nargs = dict(zip(this.arg_names, args))
+            configs = this.prune_configs(kwargs) if len(this.configs) > 1 else this.configs
+            rec._group += 1
+            for cfg in configs:
+                rec._current_group, rec._current_cfg = rec._group, {k: _encode(v) for k, v in cfg.all_kwargs().items()}
+                try:
+                    this.fn.run(*args, **kwargs, **cfg.all_kwargs())
+                finally:
+                    rec._current_group = rec._current_cfg = None
+            return None
+
+        for owner, name, new in ((jit.JITFunction, "run", run), (autotuner.Autotuner, "run", tuned)):
+            self._saved.append((owner, name, owner.__dict__[name]))
+            setattr(owner, name, new)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for owner, name, old in self._saved:
+            setattr(owner, name, old)
+
+
+def forward_shapes(n_values: tuple[int, ...] = (200, 4096), head_dims: tuple[int, ...] = HEAD_DIMS,
+                   dtypes: tuple[str, ...] = ("bfloat16",), causal: tuple[bool, ...] = (False, True)) -> list[dict]:
+    """(B, H, N, D), dtype and causality of the calls whose launches are recorded."""
+    return [{"shape": [1, 2, n, d], "dtype": dt, "causal": c}
+            for dt in dtypes for n in n_values for d in head_dims for c in causal]
+
+
+def record(module: Any, shapes: list[dict], backward: bool) -> list[dict]:
+    """Call the submission's flash functions on ``shapes`` with every Triton launch recorded, not run.
+
+    With ``backward``, the launches of ``flash_attention(...).backward()`` that the forward alone does not
+    make. Launch code is first run as on a GPU (no TRITON_INTERPRET); if it raises there, again with
+    TRITON_INTERPRET=1 in the environment (configurations as it would pick them here).
+    """
+    import torch
+
+    def calls(rec: _Recorder) -> None:
+        for s in shapes:
+            dtype = getattr(torch, s["dtype"])
+            q, k, v = (torch.zeros(s["shape"], dtype=dtype) for _ in range(3))
+            start = len(rec.launches)
+            if backward:
+                qs = [t.clone().requires_grad_(True) for t in (q, k, v)]
+                with _Recorder() as fwd_only:
+                    module.flash_attention_forward(q, k, v, is_causal=s["causal"])
+                o = module.flash_attention(*qs, is_causal=s["causal"])
+                o.backward(torch.zeros_like(o))
+                forward_kernels = {x["kernel"] for x in fwd_only.launches}
+                rec.launches[start:] = [x for x in rec.launches[start:] if x["kernel"] not in forward_kernels]
+            else:
+                module.flash_attention_forward(q, k, v, is_causal=s["causal"])
+            for x in rec.launches[start:]:
+                x["call"] = s
+
+    saved = os.environ.pop("TRITON_INTERPRET", None)
+    try:
+        rec = _Recorder()
+        try:
+            with rec:
+                calls(rec)
+            mode = "as on a GPU"
+        except Exception:  # noqa: BLE001 - e.g. launch code that insists on CUDA tensors here
+            os.environ["TRITON_INTERPRET"] = "1"
+            rec = _Recorder()
+            with rec:
+                calls(rec)
+            mode = "as under the interpreter (the launch code raised when run as on a GPU)"
+    finally:
+        if saved is None:
+            os.environ.pop("TRITON_INTERPRET", None)
+        else:
+            os.environ["TRITON_INTERPRET"] = saved
+    record.kernels = rec.kernels  # type: ignore[attr-defined]
+    for x in rec.launches:
+        x["mode"] = mode
+    return rec.launches
+
+
+# --------------------------------------------------------------------------- choosing what to compile
+
+
+def _launch_key(x: dict) -> str:
+    return json.dumps([x["kernel"], x["args"], x["kwargs"]], sort_keys=True, default=str)
+
+
+def _size(x: dict) -> int:
+    """Tile volume proxy: product of the integer constexprs (block sizes, head dim) times num_stages."""
+    size = 1
+    for v in x["constexprs"].values():
+        if type(v) is int and v > 1:
+            size *= v
+    stages = x["kwargs"].get("num_stages")
+    return size * (stages if type(stages) is int and stages > 0 else 3)
+
+
+def units(launches: list[dict]) -> list[dict]:
+    """Distinct launches, an autotuned launch as one unit holding its candidates (any one may run)."""
+    out: dict[str, dict] = {}
+    groups: dict[int, list[dict]] = {}
+    for x in launches:
+        if x["group"] is None:
+            out.setdefault(_launch_key(x), {"kernel": x["kernel"], "name": x["name"], "autotuned": False,
+                                            "candidates": [x]})
+        else:
+            groups.setdefault(x["group"], []).append(x)
+    for members in groups.values():
+        key = "|".join(sorted(_launch_key(m) for m in members))
+        out.setdefault(key, {"kernel": members[0]["kernel"], "name": members[0]["name"], "autotuned": True,
+                             "candidates": sorted(members, key=_size, reverse=True)})
+    for u in out.values():
+        u["size"] = max(_size(c) for c in u["candidates"])
+    return list(out.values())
+
+
+def select(all_units: list[dict], max_units: int | None) -> list[dict]:
+    """Per kernel the largest unit (most shared memory and registers), then per kernel the smallest
+    (smallest tiles), up to ``max_units``; None keeps them all."""
+    if max_units is None:
+        return all_units
+    by_kernel: dict[str, list[dict]] = {}
+    for u in all_units:
+        by_kernel.setdefault(u["kernel"], []).append(u)
+    chosen: list[dict] = []
+    for pick in (max, min):
+        for us in by_kernel.values():
+            u = pick(us, key=lambda u: u["size"])
+            if all(u is not c for c in chosen):
+                chosen.append(u)
+    return chosen[:max_units]
+
+
+# --------------------------------------------------------------------------- compiling
+
+
+def _resources(cubin: bytes) -> dict:
+    """Registers and spill frame of the kernel in ``cubin`` (cuobjdump -res-usage, bundled with triton)."""
+    import tempfile
+
+    from triton import knobs
+
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(cubin)
+        f.flush()
+        text = subprocess.run([knobs.nvidia.cuobjdump.path, "-res-usage", f.name], capture_output=True,
+                              text=True, timeout=60).stdout
+    res: dict[str, int] = {}
+    for line in text.splitlines():
+        if "REG:" in line:
+            for item in line.split():
+                k, _, v = item.partition(":")
+                if k in ("REG", "STACK", "LOCAL") and v.isdigit():
+                    res[k.lower()] = int(v)
+    return {"registers": res.get("reg"), "spill_bytes": res.get("stack", 0) + res.get("local", 0)}
+
+
+def _compile_error(e: BaseException, context_lines: int = 8) -> str:
+    """Triton's error, the reason first: a CompilationError shows the kernel source up to the failing
+    expression and keeps the reason (e.g. tl.dot's shape rule) in the exception it was raised from."""
+    reasons = []
+    inner: BaseException | None = e.__cause__ or e.__context__
+    while inner is not None and len(reasons) < 5:
+        text = str(inner).strip()
+        if text and type(inner).__name__ != "CompilationError":
+            reasons.append(f"{type(inner).__name__}: {text.splitlines()[-1][:500]}")
+        inner = inner.__cause__ or inner.__context__
+    lines = str(e).strip().splitlines()
+    excerpt = "\n".join(lines[:1] + lines[1:][-context_lines:])
+    head = reasons[-1] if reasons else f"{type(e).__name__}"
+    return f"{head}\n{excerpt}"
+
+
+def compile_launch(fn: Any, launch: dict, target: Target) -> dict:
+    """Compile one recorded launch of JITFunction ``fn`` for ``target``; the figures or the error."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource, make_backend
+    from triton.runtime.jit import create_function_from_signature
+
+    t0 = time.perf_counter()
+    cfg = {k: v for k, v in launch["constexprs"].items()}
+    kw = launch["kwargs"]
+    report = {"kernel": launch["name"], "target": target.name, "constexprs": cfg,
+              "num_warps": kw.get("num_warps", 4), "num_stages": kw.get("num_stages", 3),
+              "dtype": launch.get("call", {}).get("dtype"), "shape": launch.get("call", {}).get("shape"),
+              "causal": launch.get("call", {}).get("causal"), "max_shared": target.max_shared}
+    try:
+        gpu = GPUTarget("cuda", target.capability, 32)
+        backend = make_backend(gpu)
+        binder = create_function_from_signature(fn.signature, fn.params, backend)
+        args = [_decode(a) for a in launch["args"]]
+        kwargs = {k: _decode(v) for k, v in kw.items()}
+        kwargs.setdefault("debug", False)
+        bound, specialization, options = binder(*args, **kwargs)
+        options, signature, constexprs, attrs = fn._pack_args(backend, kwargs, bound, specialization, options)
+        kernel = triton.compile(ASTSource(fn, signature, constexprs, attrs), target=gpu, options=options.__dict__)
+    except Exception as e:  # noqa: BLE001 - Triton's compile errors are the report
+        report.update(ok=False, error=_compile_error(e), seconds=round(time.perf_counter() - t0, 2))
+        return report
+    ptx = kernel.asm.get("ptx", "")
+    report.update(shared=int(kernel.metadata.shared), **_resources(kernel.asm["cubin"]),
+                  mma="mma.sync" in ptx or "wgmma" in ptx, wgmma="wgmma" in ptx,
+                  seconds=round(time.perf_counter() - t0, 2))
+    problems = []
+    if report["shared"] > target.max_shared:
+        problems.append(f"needs {report['shared']} bytes of shared memory per block, more than the "
+                        f"{target.max_shared} a {target.card} ({target.name}) block may use")
+    report["ok"] = not problems
+    report["error"] = "; ".join(problems) or None
+    return report
+
+
+def compile_units(chosen: list[dict], kernels: dict[str, Any], target: Target,
+                  max_compiles: int | None) -> list[dict]:
+    """Compile each unit; an autotuned unit passes when one candidate does (the autotuner skips the
+    others on the GPU), so its candidates are tried largest first until one passes."""
+    done = 0
+    for u in chosen:
+        u["results"] = []
+        for cand in u["candidates"]:
+            if max_compiles is not None and done >= max_compiles and u["results"]:
+                break
+            u["results"].append(compile_launch(kernels[cand["kernel"]], cand, target))
+            done += 1
+            if u["autotuned"] and max_compiles is not None and u["results"][-1]["ok"]:
+                break
+        u["ok"] = any(r["ok"] for r in u["results"]) if u["autotuned"] else all(r["ok"] for r in u["results"])
+        u["pruned_or_skipped"] = len(u["candidates"]) - len(u["results"])
+        if not u["ok"] and max_compiles is not None:  # the verdict is known: spare the budget
+            return [c for c in chosen if "results" in c]
+    return chosen
+
+
+# --------------------------------------------------------------------------- the whole check
+
+
+def import_flash(root: Path, module: str = "transformer_lab.flash") -> Any:
+    import importlib
+
+    sys.path.insert(0, str(root))
+    return importlib.import_module(module)
+
+
+def check(root: Path, *, target: str = "sm_90", backward: bool = False, shapes: list[dict] | None = None,
+          max_units: int | None = 2, max_compiles: int | None = 3, module: str = "transformer_lab.flash") -> dict:
+    """Record the launches of the submission at ``root`` and compile a few for ``target`` (this process
+    must not have the interpreter on). Returns a JSON-able report: ``ok``, ``units``, ``mode``, ``error``."""
+    t0 = time.perf_counter()
+    tgt = resolve_target(target)
+    report: dict[str, Any] = {"target": tgt.name, "card": tgt.card, "max_shared": tgt.max_shared,
+                              "backward": backward, "units": [], "ok": False, "error": None}
+    try:
+        mod = import_flash(root, module)
+        launches = record(mod, shapes or forward_shapes(), backward)
+    except Exception as e:  # noqa: BLE001
+        report["error"] = f"calling your launch code with launches recorded failed: {type(e).__name__}: {e}"
+        return report
+    kernels = record.kernels  # type: ignore[attr-defined]
+    if not launches:
+        report["error"] = "no Triton kernel launch was recorded" + (" in the backward" if backward else "")
+        return report
+    report["mode"] = launches[0]["mode"]
+    all_units = units(launches)
+    report["recorded"] = len(all_units)
+    chosen = compile_units(select(all_units, max_units), kernels, tgt, max_compiles)
+    for u in chosen:
+        u["candidates"] = len(u["candidates"])
+    report["units"] = chosen
+    report["ok"] = all(u["ok"] for u in chosen)
+    report["seconds"] = round(time.perf_counter() - t0, 2)
+    return report
+
+
+def run_check(root: Path, *, target: str = "sm_90", backward: bool = False, timeout: float = 300,
+              cache_dir: str | None = None, **kw: Any) -> dict:
+    """:func:`check` in a fresh ``python -I -m autograder.aot`` process without TRITON_INTERPRET (the
+    interpreter must be off when compiling). Raises RuntimeError when that process fails."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
+    if cache_dir:
+        env["TRITON_CACHE_DIR"] = cache_dir
+    cmd = [sys.executable, "-I", "-m", "autograder.aot", str(root), "--target", target, "--json"]
+    if backward:
+        cmd.append("--backward")
+    cmd += ["--request", json.dumps(kw)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"compiling the kernels ahead of time took more than {timeout:g} s") from None
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"the ahead-of-time compile process failed (exit {proc.returncode}): "
+                           f"{(proc.stderr or proc.stdout)[-2000:]}")
+    return json.loads(lines[-1])
+
+
+def source_hash(path: Path) -> str:
+    import triton
+
+    return hashlib.sha256(path.read_bytes() + triton.__version__.encode()).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------- text report
+
+
+def format_report(report: dict, limit_error: int = 1500) -> str:
+    """One line per compiled kernel configuration (and the errors), for students and for test output."""
+    what = "backward" if report.get("backward") else "forward"
+    lines = [f"{what} kernels compiled for {report['target']} ({report['card']}, {report['max_shared']} bytes of "
+             f"shared memory per block), configurations picked by your launch code {report.get('mode', '')}:"]
+    if report.get("error"):
+        lines.append(f"  {report['error'][:limit_error]}")
+    for u in report.get("units", []):
+        for r in u["results"]:
+            cfg = ", ".join(f"{k}={v}" for k, v in r["constexprs"].items())
+            head = (f"  {r['kernel']}[{cfg}, num_warps={r['num_warps']}, num_stages={r['num_stages']}] "
+                    f"{r['dtype']}{' (autotune candidate)' if u['autotuned'] else ''}: ")
+            if "shared" not in r:
+                lines.append(head + "DOES NOT COMPILE: " + r["error"][:limit_error])
+                continue
+            lines.append(head + f"shared {r['shared']} B, {r['registers']} registers, "
+                         f"{'no spills' if not r['spill_bytes'] else str(r['spill_bytes']) + ' B spilled'}, "
+                         f"{'wgmma' if r['wgmma'] else 'mma' if r['mma'] else 'NO tensor-core instructions'}, "
+                         f"{r['seconds']} s" + ("" if r["ok"] else f" -- FAILS: {r['error']}"))
+        if u["autotuned"] and u["ok"] and not all(r["ok"] for r in u["results"]):
+            lines.append("    (the autotuner skips the candidates that fail on the GPU; prune them with "
+                         "prune_configs_by)")
+        if u.get("pruned_or_skipped"):
+            lines.append(f"    ({u['pruned_or_skipped']} more autotune candidate(s) not compiled here)")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m autograder.aot", description=__doc__.split("\n\n")[0])
+    p.add_argument("root", type=Path, help="implementation root (contains transformer_lab/)")
+    p.add_argument("--target", default="sm_90", help="sm_80, sm_90 or native")
+    p.add_argument("--backward", action="store_true", help="the backward kernels instead of the forward")
+    p.add_argument("--json", action="store_true", help="print the report as one JSON line")
+    p.add_argument("--request", default="{}", help="JSON: shapes, max_units, max_compiles, module")
+    a = p.parse_args(argv)
+    if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+        p.error("unset TRITON_INTERPRET: Triton cannot compile for a GPU while its interpreter is on")
+    req = json.loads(a.request)
+    report = check(a.root.resolve(), target=a.target, backward=a.backward, **req)
+    print(json.dumps(report, default=str) if a.json else format_report(report))
+    return 0 if report["ok"] or a.json else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
