@@ -269,25 +269,32 @@ def select(all_units: list[dict], max_units: int | None) -> list[dict]:
 # --------------------------------------------------------------------------- compiling
 
 
-def _resources(cubin: bytes) -> dict:
-    """Registers and spill frame of the kernel in ``cubin`` (cuobjdump -res-usage, bundled with triton)."""
+def _ptxas_figures(log: str) -> dict:
+    """Registers, stack frame and spills out of ``ptxas -v``'s log (the last function it reports)."""
+    import re
+
+    out: dict[str, int | None] = {"registers": None, "stack_bytes": 0, "spill_bytes": 0}
+    for m in re.finditer(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads", log):
+        out["stack_bytes"], out["spill_bytes"] = int(m.group(1)), max(int(m.group(2)), int(m.group(3)))
+    for m in re.finditer(r"Used (\d+) registers", log):
+        out["registers"] = int(m.group(1))
+    return out
+
+
+def _ptxas_log(ptx: str, capability: int) -> str:
+    """``ptxas -v`` on the kernel's PTX with the ptxas Triton uses for this target (when the compile came
+    from Triton's cache and printed no log)."""
     import tempfile
 
-    from triton import knobs
+    from triton.backends.nvidia.compiler import get_ptxas, sm_arch_from_capability
 
-    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
-        f.write(cubin)
-        f.flush()
-        text = subprocess.run([knobs.nvidia.cuobjdump.path, "-res-usage", f.name], capture_output=True,
-                              text=True, timeout=60).stdout
-    res: dict[str, int] = {}
-    for line in text.splitlines():
-        if "REG:" in line:
-            for item in line.split():
-                k, _, v = item.partition(":")
-                if k in ("REG", "STACK", "LOCAL") and v.isdigit():
-                    res[k.lower()] = int(v)
-    return {"registers": res.get("reg"), "spill_bytes": res.get("stack", 0) + res.get("local", 0)}
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "k.ptx"
+        src.write_text(ptx)
+        proc = subprocess.run([get_ptxas(capability).path, "-v", "--regAllocOptLevel=2",
+                               f"--gpu-name={sm_arch_from_capability(capability)}", str(src), "-o",
+                               str(Path(tmp) / "k.o")], capture_output=True, text=True, timeout=300)
+    return proc.stdout + proc.stderr
 
 
 def _compile_error(e: BaseException, context_lines: int = 8) -> str:
@@ -308,7 +315,11 @@ def _compile_error(e: BaseException, context_lines: int = 8) -> str:
 
 def compile_launch(fn: Any, launch: dict, target: Target) -> dict:
     """Compile one recorded launch of JITFunction ``fn`` for ``target``; the figures or the error."""
+    import contextlib
+    import io
+
     import triton
+    from triton import knobs
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource, make_backend
     from triton.runtime.jit import create_function_from_signature
@@ -329,12 +340,22 @@ def compile_launch(fn: Any, launch: dict, target: Target) -> dict:
         kwargs.setdefault("debug", False)
         bound, specialization, options = binder(*args, **kwargs)
         options, signature, constexprs, attrs = fn._pack_args(backend, kwargs, bound, specialization, options)
-        kernel = triton.compile(ASTSource(fn, signature, constexprs, attrs), target=gpu, options=options.__dict__)
+        log = io.StringIO()
+        knobs.nvidia.dump_ptxas_log = True  # Triton prints ptxas -v's log (registers, spills) on a compile
+        try:
+            with contextlib.redirect_stdout(log):
+                kernel = triton.compile(ASTSource(fn, signature, constexprs, attrs), target=gpu,
+                                        options=options.__dict__)
+        finally:
+            knobs.nvidia.dump_ptxas_log = False
     except Exception as e:  # noqa: BLE001 - Triton's compile errors are the report
         report.update(ok=False, error=_compile_error(e), seconds=round(time.perf_counter() - t0, 2))
         return report
     ptx = kernel.asm.get("ptx", "")
-    report.update(shared=int(kernel.metadata.shared), **_resources(kernel.asm["cubin"]),
+    text = log.getvalue()
+    if "registers" not in text:  # a hit in Triton's cache: no log was printed
+        text = _ptxas_log(ptx, target.capability)
+    report.update(shared=int(kernel.metadata.shared), **_ptxas_figures(text),
                   mma="mma.sync" in ptx or "wgmma" in ptx, wgmma="wgmma" in ptx,
                   seconds=round(time.perf_counter() - t0, 2))
     problems = []
@@ -456,7 +477,7 @@ def format_report(report: dict, limit_error: int = 1500) -> str:
                 continue
             lines.append(head + f"shared {r['shared']} B, {r['registers']} registers, "
                          f"{'no spills' if not r['spill_bytes'] else str(r['spill_bytes']) + ' B spilled'}, "
-                         f"{'wgmma' if r['wgmma'] else 'mma' if r['mma'] else 'NO tensor-core instructions'}, "
+                         f"{'wgmma' if r['wgmma'] else 'mma' if r['mma'] else 'no mma'}, "
                          f"{r['seconds']} s" + ("" if r["ok"] else f" -- FAILS: {r['error']}"))
         if u["autotuned"] and u["ok"] and not all(r["ok"] for r in u["results"]):
             lines.append("    (the autotuner skips the candidates that fail on the GPU; prune them with "

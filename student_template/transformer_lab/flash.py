@@ -242,7 +242,11 @@ def _bwd_blocks(head_dim: int, dtype: torch.dtype) -> tuple[int, int, dict]:
     if _interpreting():
         return 32, 32, {}
     small = head_dim <= 64 and dtype in (torch.float16, torch.bfloat16)
-    return (64, 64, {"num_warps": 4, "num_stages": 2}) if small else (32, 32, {"num_warps": 4, "num_stages": 1})
+    if small:
+        return 64, 64, {"num_warps": 4, "num_stages": 2}
+    # D = 128: 8 warps, else dK/dV's causal kernel spills registers on an A100 (168 registers, 8 B; see
+    # docs/benchmarks.md, "Compiled for real GPUs").
+    return 32, 32, {"num_warps": 8 if head_dim == 128 else 4, "num_stages": 1}
 
 
 def _check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
