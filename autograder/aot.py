@@ -249,21 +249,21 @@ def units(launches: list[dict]) -> list[dict]:
     return list(out.values())
 
 
-def select(all_units: list[dict], max_units: int | None) -> list[dict]:
-    """Per kernel the largest unit (most shared memory and registers), then per kernel the smallest
-    (smallest tiles), up to ``max_units``; None keeps them all."""
-    if max_units is None:
+def select(all_units: list[dict], per_kernel: int | None) -> list[dict]:
+    """Per kernel the largest unit (most shared memory and registers) and, with ``per_kernel`` = 2, the
+    smallest (smallest tiles, e.g. a tl.dot dimension under 16); None keeps every unit."""
+    if per_kernel is None:
         return all_units
     by_kernel: dict[str, list[dict]] = {}
     for u in all_units:
         by_kernel.setdefault(u["kernel"], []).append(u)
     chosen: list[dict] = []
-    for pick in (max, min):
+    for pick in (max, min)[:per_kernel]:
         for us in by_kernel.values():
             u = pick(us, key=lambda u: u["size"])
             if all(u is not c for c in chosen):
                 chosen.append(u)
-    return chosen[:max_units]
+    return chosen
 
 
 # --------------------------------------------------------------------------- compiling
@@ -295,6 +295,24 @@ def _ptxas_log(ptx: str, capability: int) -> str:
                                f"--gpu-name={sm_arch_from_capability(capability)}", str(src), "-o",
                                str(Path(tmp) / "k.o")], capture_output=True, text=True, timeout=300)
     return proc.stdout + proc.stderr
+
+
+def _figures(kernel: Any, log: str, target: Target) -> dict:
+    """ptxas's figures for a compiled kernel: from the log Triton printed, else (a hit in Triton's cache,
+    no log) from our note beside the cache, else from running ptxas -v again; kept beside the cache."""
+    from triton.runtime.cache import get_cache_manager
+
+    name = f"aot-figures-{target.capability}.json"
+    cache = get_cache_manager(kernel.hash)
+    if "registers" in log:
+        figures = _ptxas_figures(log)
+    else:
+        saved = cache.get_file(name)
+        if saved:
+            return json.loads(Path(saved).read_text())
+        figures = _ptxas_figures(_ptxas_log(kernel.asm.get("ptx", ""), target.capability))
+    cache.put(json.dumps(figures), name, binary=False)
+    return figures
 
 
 def _compile_error(e: BaseException, context_lines: int = 8) -> str:
@@ -352,10 +370,7 @@ def compile_launch(fn: Any, launch: dict, target: Target) -> dict:
         report.update(ok=False, error=_compile_error(e), seconds=round(time.perf_counter() - t0, 2))
         return report
     ptx = kernel.asm.get("ptx", "")
-    text = log.getvalue()
-    if "registers" not in text:  # a hit in Triton's cache: no log was printed
-        text = _ptxas_log(ptx, target.capability)
-    report.update(shared=int(kernel.metadata.shared), **_ptxas_figures(text),
+    report.update(shared=int(kernel.metadata.shared), **_figures(kernel, log.getvalue(), target),
                   mma="mma.sync" in ptx or "wgmma" in ptx, wgmma="wgmma" in ptx,
                   seconds=round(time.perf_counter() - t0, 2))
     problems = []
@@ -399,7 +414,7 @@ def import_flash(root: Path, module: str = "transformer_lab.flash") -> Any:
 
 
 def check(root: Path, *, target: str = "sm_90", backward: bool = False, shapes: list[dict] | None = None,
-          max_units: int | None = 2, max_compiles: int | None = 3, module: str = "transformer_lab.flash") -> dict:
+          per_kernel: int | None = 2, max_compiles: int | None = 3, module: str = "transformer_lab.flash") -> dict:
     """Record the launches of the submission at ``root`` and compile a few for ``target`` (this process
     must not have the interpreter on). Returns a JSON-able report: ``ok``, ``units``, ``mode``, ``error``."""
     t0 = time.perf_counter()
@@ -419,7 +434,7 @@ def check(root: Path, *, target: str = "sm_90", backward: bool = False, shapes: 
     report["mode"] = launches[0]["mode"]
     all_units = units(launches)
     report["recorded"] = len(all_units)
-    chosen = compile_units(select(all_units, max_units), kernels, tgt, max_compiles)
+    chosen = compile_units(select(all_units, per_kernel), kernels, tgt, max_compiles)
     for u in chosen:
         u["candidates"] = len(u["candidates"])
     report["units"] = chosen
@@ -493,7 +508,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--target", default="sm_90", help="sm_80, sm_90 or native")
     p.add_argument("--backward", action="store_true", help="the backward kernels instead of the forward")
     p.add_argument("--json", action="store_true", help="print the report as one JSON line")
-    p.add_argument("--request", default="{}", help="JSON: shapes, max_units, max_compiles, module")
+    p.add_argument("--request", default="{}", help="JSON: shapes, per_kernel, max_compiles, module")
     a = p.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
         p.error("unset TRITON_INTERPRET: Triton cannot compile for a GPU while its interpreter is on")

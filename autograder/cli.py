@@ -186,7 +186,7 @@ def selfcheck(
                 for backward in (False, True) if "flash_backward" in flash_parts else (False,):
                     try:
                         rep = aot.run_check(staged, target="sm_90", backward=backward, timeout=600,
-                                            max_units=3 if backward else 2, max_compiles=4 if backward else 3,
+                                            per_kernel=1 if backward else 2, max_compiles=3,
                                             module=f"{cfg.package}.flash")
                         aot_lines.append(("[green]" if rep["ok"] else "[red]")
                                          + escape(aot.format_report(rep)) + ("[/green]" if rep["ok"] else "[/red]"))

@@ -186,7 +186,7 @@ def audit_call(fn: Any, *args: Any, backward: Any = None, **kwargs: Any) -> dict
     }
 
 
-def aot_compile(fn: Any, *, backward: bool = False, target: str = "sm_90", max_units: int = 2,
+def aot_compile(fn: Any, *, backward: bool = False, target: str = "sm_90", per_kernel: int = 2,
                 max_compiles: int = 3, timeout_s: float = 100.0) -> dict:
     """Compile the Triton kernels that the launch code of ``fn``'s module picks, for ``target``
     ("native": this machine's GPU), and report what each uses (see :mod:`autograder.aot`).
@@ -207,7 +207,7 @@ def aot_compile(fn: Any, *, backward: bool = False, target: str = "sm_90", max_u
     root = Path(path).resolve().parents[name.count(".")]  # transformer_lab/flash.py -> the root above it
     cache = os.path.join(os.environ.get("HOME") or os.environ.get("TMPDIR") or "/tmp", ".triton-aot")
     return aot.run_check(root, target=target, backward=backward, timeout=timeout_s, cache_dir=cache,
-                         max_units=max_units, max_compiles=max_compiles, module=name)
+                         per_kernel=per_kernel, max_compiles=max_compiles, module=name)
 
 
 def _registry() -> dict[str, Callable[..., Any]]:

@@ -37,7 +37,7 @@ def _check_all(jobs: list[tuple[str, bool, list[dict]]]) -> list[dict]:
     """run_check for each (target, backward, shapes), everything compiled, two processes at a time."""
     def one(job):
         target, backward, shapes = job
-        return aot.run_check(REFERENCE, target=target, backward=backward, shapes=shapes, max_units=None,
+        return aot.run_check(REFERENCE, target=target, backward=backward, shapes=shapes, per_kernel=None,
                              max_compiles=None, timeout=900, cache_dir=CACHE)
 
     with ThreadPoolExecutor(2) as pool:
@@ -135,5 +135,5 @@ def test_kernels_a_gpu_rejects_are_named():
     alt = aot.run_check(SUBMISSIONS / "flash_alt", target="sm_90", timeout=300, cache_dir=CACHE)
     assert alt["ok"], aot.format_report(alt)
     alt_bwd = aot.run_check(SUBMISSIONS / "flash_alt", target="sm_80", backward=True, timeout=300, cache_dir=CACHE,
-                            max_units=3, max_compiles=4)
+                            per_kernel=1)
     assert alt_bwd["ok"], aot.format_report(alt_bwd)

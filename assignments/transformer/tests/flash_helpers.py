@@ -478,7 +478,7 @@ def aot_check(student, student_client, *, backward: bool) -> str:
     target = "native" if on_gpu() else "sm_90"
     what = "the backward kernels" if backward else "the forward kernel"
     report = routine(student_client, "aot_compile", fn, backward=backward, target=target,
-                     max_units=3 if backward else 2, max_compiles=4 if backward else 3, timeout_s=95.0,
+                     per_kernel=1 if backward else 2, max_compiles=3, timeout_s=95.0,
                      timeout=100.0, what=f"compiling {what} of {'/'.join(FLASH_FILE)} for a GPU")
     try:
         if type(report.get("ok")) is not bool or type(report.get("units")) is not list:
