@@ -443,27 +443,32 @@ def check(root: Path, *, target: str = "sm_90", backward: bool = False, shapes: 
     return report
 
 
-def run_check(root: Path, *, target: str = "sm_90", backward: bool = False, timeout: float = 300,
-              cache_dir: str | None = None, **kw: Any) -> dict:
-    """:func:`check` in a fresh ``python -I -m autograder.aot`` process without TRITON_INTERPRET (the
-    interpreter must be off when compiling). Raises RuntimeError when that process fails."""
+def run_checks(root: Path, requests: list[dict], *, target: str = "sm_90", timeout: float = 300,
+               cache_dir: str | None = None) -> list[dict]:
+    """:func:`check` for each request (keyword arguments, ``backward`` included) in one fresh
+    ``python -I -m autograder.aot`` process without TRITON_INTERPRET (the interpreter must be off when
+    compiling; one process imports torch once). Raises RuntimeError when that process fails."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
     if cache_dir:
         env["TRITON_CACHE_DIR"] = cache_dir
-    cmd = [sys.executable, "-I", "-m", "autograder.aot", str(root), "--target", target, "--json"]
-    if backward:
-        cmd.append("--backward")
-    cmd += ["--request", json.dumps(kw)]
+    cmd = [sys.executable, "-I", "-m", "autograder.aot", str(root), "--target", target, "--json",
+           "--request", json.dumps(requests)]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
         raise RuntimeError(f"compiling the kernels ahead of time took more than {timeout:g} s") from None
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-    if proc.returncode != 0 or not lines:
+    if proc.returncode != 0 or len(lines) < len(requests):
         raise RuntimeError(f"the ahead-of-time compile process failed (exit {proc.returncode}): "
                            f"{(proc.stderr or proc.stdout)[-2000:]}")
-    return json.loads(lines[-1])
+    return [json.loads(ln) for ln in lines[-len(requests):]]
+
+
+def run_check(root: Path, *, target: str = "sm_90", backward: bool = False, timeout: float = 300,
+              cache_dir: str | None = None, **kw: Any) -> dict:
+    """One :func:`check` in a process of its own (see :func:`run_checks`)."""
+    return run_checks(root, [{"backward": backward, **kw}], target=target, timeout=timeout, cache_dir=cache_dir)[0]
 
 
 def source_hash(path: Path) -> str:
@@ -508,14 +513,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--target", default="sm_90", help="sm_80, sm_90 or native")
     p.add_argument("--backward", action="store_true", help="the backward kernels instead of the forward")
     p.add_argument("--json", action="store_true", help="print the report as one JSON line")
-    p.add_argument("--request", default="{}", help="JSON: shapes, per_kernel, max_compiles, module")
+    p.add_argument("--request", default="{}",
+                   help="JSON: shapes, per_kernel, max_compiles, module (a list of such: one report each)")
     a = p.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
         p.error("unset TRITON_INTERPRET: Triton cannot compile for a GPU while its interpreter is on")
     req = json.loads(a.request)
-    report = check(a.root.resolve(), target=a.target, backward=a.backward, **req)
-    print(json.dumps(report, default=str) if a.json else format_report(report))
-    return 0 if report["ok"] or a.json else 1
+    ok = True
+    for r in req if isinstance(req, list) else [{"backward": a.backward, **req}]:
+        report = check(a.root.resolve(), target=a.target, **r)
+        print(json.dumps(report, default=str) if a.json else format_report(report), flush=True)
+        ok = ok and report["ok"]
+    return 0 if ok or a.json else 1
 
 
 if __name__ == "__main__":
