@@ -117,7 +117,7 @@ class _Recorder:
         self.kernels[kid] = fn
         kw = {k: v for k, v in kwargs.items() if k not in ("grid", "warmup")}
         self.launches.append({
-            "kernel": kid, "name": raw.__name__,
+            "kernel": kid, "name": raw.__name__, "raw": (args, kw),  # compiled from these, in this process
             "args": [_encode(a) for a in args], "kwargs": {k: _encode(v) for k, v in kw.items()},
             "group": group, "config": config,
             "constexprs": {p.name: _encode(v) for p, v in zip(fn.params, args) if p.is_constexpr}
@@ -353,8 +353,11 @@ def compile_launch(fn: Any, launch: dict, target: Target) -> dict:
         gpu = GPUTarget("cuda", target.capability, 32)
         backend = make_backend(gpu)
         binder = create_function_from_signature(fn.signature, fn.params, backend)
-        args = [_decode(a) for a in launch["args"]]
-        kwargs = {k: _decode(v) for k, v in kw.items()}
+        if "raw" in launch:  # the recorded objects themselves (tensors stand for pointers: dtype, alignment)
+            args, kwargs = list(launch["raw"][0]), dict(launch["raw"][1])
+        else:
+            args = [_decode(a) for a in launch["args"]]
+            kwargs = {k: _decode(v) for k, v in kw.items()}
         kwargs.setdefault("debug", False)
         bound, specialization, options = binder(*args, **kwargs)
         options, signature, constexprs, attrs = fn._pack_args(backend, kwargs, bound, specialization, options)
