@@ -91,15 +91,57 @@ def _encode(value: Any) -> Any:
     return {"unsupported": type(value).__name__}
 
 
-def _decode(value: Any) -> Any:
-    import torch
+class _FakeDtype:
+    def __init__(self, name: str) -> None:
+        self.name = name
 
+    def __str__(self) -> str:
+        return f"torch.{self.name}"
+
+    __repr__ = __str__
+
+
+_FAKE_DTYPES: dict[str, _FakeDtype] = {}
+
+
+class _FakeTensor:
+    """What Triton's binder reads of a tensor argument (dtype and alignment), without torch. One dtype
+    object per name, kept alive: Triton caches its type string by the dtype object, as for torch's."""
+
+    def __init__(self, dtype: str, aligned: bool) -> None:
+        self.dtype = _FAKE_DTYPES.setdefault(dtype, _FakeDtype(dtype))
+        self._ptr = 0 if aligned else 2
+
+    def data_ptr(self) -> int:
+        return self._ptr
+
+
+def _decode(value: Any) -> Any:
     if isinstance(value, dict) and "tensor" in value:
-        t = torch.empty(64, dtype=getattr(torch, value["tensor"]))
-        return t if value.get("aligned", True) else t[1:]
+        return _FakeTensor(value["tensor"], bool(value.get("aligned", True)))
     if isinstance(value, dict):
         raise ValueError(f"an argument of type {value.get('unsupported')} cannot be compiled ahead of time")
     return value
+
+
+def _arg_names(fn: Any) -> list[str]:
+    import inspect
+
+    return list(getattr(fn, "arg_names", None) or inspect.signature(fn.fn).parameters)
+
+
+def _constexpr_names(fn: Any) -> set[str]:
+    """The tl.constexpr parameters of a JITFunction or of an InterpretedFunction (by annotation)."""
+    import inspect
+
+    if hasattr(fn, "params"):
+        return {p.name for p in fn.params if p.is_constexpr}
+    out = set()
+    for name, p in inspect.signature(fn.fn).parameters.items():
+        ann = p.annotation
+        if (isinstance(ann, str) and ann.split(".")[-1] == "constexpr") or getattr(ann, "__name__", "") == "constexpr":
+            out.add(name)
+    return out
 
 
 class _Recorder:
@@ -107,21 +149,20 @@ class _Recorder:
 
     def __init__(self) -> None:
         self.launches: list[dict] = []
-        self.kernels: dict[str, Any] = {}  # kernel id -> JITFunction
         self._group = 0
         self._saved: list[tuple[Any, str, Any]] = []
 
     def _record(self, fn: Any, args: tuple, kwargs: dict, group: int | None, config: dict | None) -> None:
         raw = fn.fn
         kid = f"{raw.__module__}:{raw.__qualname__}"
-        self.kernels[kid] = fn
         kw = {k: v for k, v in kwargs.items() if k not in ("grid", "warmup")}
+        names = _constexpr_names(fn)
         self.launches.append({
-            "kernel": kid, "name": raw.__name__, "raw": (args, kw),  # compiled from these, in this process
+            "kernel": kid, "module": raw.__module__, "qualname": raw.__qualname__, "name": raw.__name__,
             "args": [_encode(a) for a in args], "kwargs": {k: _encode(v) for k, v in kw.items()},
             "group": group, "config": config,
-            "constexprs": {p.name: _encode(v) for p, v in zip(fn.params, args) if p.is_constexpr}
-            | {k: _encode(v) for k, v in kw.items() if k in {p.name for p in fn.params if p.is_constexpr}},
+            "constexprs": {n: _encode(v) for n, v in zip(_arg_names(fn), args) if n in names}
+            | {k: _encode(v) for k, v in kw.items() if k in names},
         })
 
     def __enter__(self) -> _Recorder:
@@ -145,7 +186,10 @@ class _Recorder:
                     rec._current_group = rec._current_cfg = None
             return None
 
-        for owner, name, new in ((jit.JITFunction, "run", run), (autotuner.Autotuner, "run", tuned)):
+        owners = [(jit.JITFunction, "run", run), (autotuner.Autotuner, "run", tuned)]
+        if "triton.runtime.interpreter" in sys.modules:  # (importing it patches triton.language: only if loaded)
+            owners.append((sys.modules["triton.runtime.interpreter"].InterpretedFunction, "run", run))
+        for owner, name, new in owners:
             self._saved.append((owner, name, owner.__dict__[name]))
             setattr(owner, name, new)
         return self
@@ -207,7 +251,6 @@ def record(module: Any, shapes: list[dict], backward: bool) -> list[dict]:
             os.environ.pop("TRITON_INTERPRET", None)
         else:
             os.environ["TRITON_INTERPRET"] = saved
-    record.kernels = rec.kernels  # type: ignore[attr-defined]
     for x in rec.launches:
         x["mode"] = mode
     return rec.launches
@@ -353,11 +396,8 @@ def compile_launch(fn: Any, launch: dict, target: Target) -> dict:
         gpu = GPUTarget("cuda", target.capability, 32)
         backend = make_backend(gpu)
         binder = create_function_from_signature(fn.signature, fn.params, backend)
-        if "raw" in launch:  # the recorded objects themselves (tensors stand for pointers: dtype, alignment)
-            args, kwargs = list(launch["raw"][0]), dict(launch["raw"][1])
-        else:
-            args = [_decode(a) for a in launch["args"]]
-            kwargs = {k: _decode(v) for k, v in kw.items()}
+        args = [_decode(a) for a in launch["args"]]
+        kwargs = {k: _decode(v) for k, v in kw.items()}
         kwargs.setdefault("debug", False)
         bound, specialization, options = binder(*args, **kwargs)
         options, signature, constexprs, attrs = fn._pack_args(backend, kwargs, bound, specialization, options)
@@ -388,22 +428,171 @@ def compile_launch(fn: Any, launch: dict, target: Target) -> dict:
 def compile_units(chosen: list[dict], kernels: dict[str, Any], target: Target,
                   max_compiles: int | None) -> list[dict]:
     """Compile each unit; an autotuned unit passes when one candidate does (the autotuner skips the
-    others on the GPU), so its candidates are tried largest first until one passes."""
+    others on the GPU), so with a budget its candidates are tried largest first until one passes.
+    Every unit compiles at least one candidate; after a unit fails the rest are left (the verdict is known)."""
     done = 0
+    out = []
     for u in chosen:
-        u["results"] = []
+        u = dict(u, results=[])
+        out.append(u)
+        fn = kernels.get(u["kernel"])
+        if not callable(getattr(fn, "run", None)):
+            u.update(ok=True, skipped=str(fn), pruned_or_skipped=len(u["candidates"]))
+            continue
         for cand in u["candidates"]:
             if max_compiles is not None and done >= max_compiles and u["results"]:
                 break
-            u["results"].append(compile_launch(kernels[cand["kernel"]], cand, target))
+            u["results"].append(compile_launch(fn, cand, target))
             done += 1
             if u["autotuned"] and max_compiles is not None and u["results"][-1]["ok"]:
                 break
         u["ok"] = any(r["ok"] for r in u["results"]) if u["autotuned"] else all(r["ok"] for r in u["results"])
         u["pruned_or_skipped"] = len(u["candidates"]) - len(u["results"])
-        if not u["ok"] and max_compiles is not None:  # the verdict is known: spare the budget
-            return [c for c in chosen if "results" in c]
-    return chosen
+        if not u["ok"] and max_compiles is not None:
+            break
+    return out
+
+
+# --------------------------------------------------------------------------- the compile process
+
+
+class _TorchStub:
+    """Stands for anything of torch while the compile process imports the submission: kernels never use
+    torch, and not importing it keeps that process small (about 35 MB instead of 180 MB of its own
+    memory, next to a worker and a grader that already hold torch in a 768 MB container)."""
+
+    def __init__(self, name: str = "torch") -> None:
+        object.__setattr__(self, "_name", name)
+
+    def __getattr__(self, key: str) -> Any:
+        if key.startswith("__"):
+            raise AttributeError(key)
+        return _TorchStub(f"{self._name}.{key}")
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if len(args) == 1 and callable(args[0]) and not kwargs:  # a decorator: leave the function as is
+            return args[0]
+        return _TorchStub(f"{self._name}()")
+
+    def __mro_entries__(self, bases: tuple) -> tuple:  # class F(torch.autograd.Function)
+        return (object,)
+
+    def __repr__(self) -> str:
+        return self._name
+
+    def __bool__(self) -> bool:
+        return False
+
+    def __iter__(self) -> Any:
+        return iter(())
+
+    def __getitem__(self, key: Any) -> Any:
+        return _TorchStub(f"{self._name}[]")
+
+    def __hash__(self) -> int:
+        return hash(self._name)
+
+    def __eq__(self, other: Any) -> bool:
+        return isinstance(other, _TorchStub) and other._name == self._name
+
+
+def _install_torch_stub() -> Any:
+    import importlib.abc
+    import importlib.machinery
+    import types
+
+    class Module(types.ModuleType):
+        def __getattr__(self, key: str) -> Any:
+            if key.startswith("__"):
+                raise AttributeError(key)
+            return _TorchStub(f"{self.__name__}.{key}")
+
+    class Finder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+        def find_spec(self, name, path, target=None):  # noqa: ANN001
+            if name == "torch" or name.startswith("torch."):
+                return importlib.machinery.ModuleSpec(name, self, is_package=True)
+            return None
+
+        def create_module(self, spec):  # noqa: ANN001
+            return Module(spec.name)
+
+        def exec_module(self, module):  # noqa: ANN001
+            module.__path__ = []
+
+    finder = Finder()
+    sys.meta_path.insert(0, finder)
+    return finder
+
+
+def _find_kernels(root: Path, wanted: list[dict]) -> dict[str, Any]:
+    """kernel id -> JITFunction (or why not), importing the submission's modules from ``root`` with torch
+    stubbed out; if that import fails, again with the real torch."""
+    import importlib
+
+    from triton.runtime.jit import JITFunction
+
+    sys.path.insert(0, str(root))
+    modules = sorted({w["module"] for w in wanted})
+    finder = _install_torch_stub()
+    try:
+        loaded = {m: importlib.import_module(m) for m in modules}
+    except Exception:  # noqa: BLE001 - module code that needs the real torch at import time
+        sys.meta_path.remove(finder)
+        for name in [n for n in sys.modules if n == "torch" or n.startswith("torch.") or n in modules
+                     or any(n.startswith(m.rsplit(".", 1)[0] + ".") for m in modules if "." in m)]:
+            sys.modules.pop(name, None)
+        loaded = {m: importlib.import_module(m) for m in modules}
+    out: dict[str, Any] = {}
+    for w in wanted:
+        obj: Any = loaded[w["module"]]
+        for part in w["qualname"].split("."):
+            obj = getattr(obj, part, None) if part != "<locals>" else None
+            if obj is None:
+                break
+        while obj is not None and not isinstance(obj, JITFunction) and hasattr(obj, "fn"):
+            obj = obj.fn  # Autotuner / Heuristics around the kernel
+        out[w["kernel"]] = obj if isinstance(obj, JITFunction) else (
+            f"{w['qualname']} is not a module-level kernel, so it was not compiled here")
+    return out
+
+
+def _compile_main(request: dict) -> list[dict]:
+    """The compile process: ``request`` = root, target, units (of :func:`units`), max_compiles."""
+    target = Target(**request["target"])
+    chosen = request["units"]
+    kernels = _find_kernels(Path(request["root"]), [{"kernel": u["kernel"], "module": u["candidates"][0]["module"],
+                                                     "qualname": u["candidates"][0]["qualname"]} for u in chosen])
+    return compile_units(chosen, kernels, target, request.get("max_compiles"))
+
+
+def _child_env(cache_dir: str | None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
+    if cache_dir:
+        env["TRITON_CACHE_DIR"] = cache_dir
+    return env
+
+
+def _run_child(args: list[str], stdin: str, timeout: float, env: dict[str, str], what: str) -> list[str]:
+    try:
+        proc = subprocess.run([sys.executable, "-I", "-m", "autograder.aot", *args], input=stdin,
+                              capture_output=True, text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"{what} took more than {timeout:g} s") from None
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(("{", "["))]
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"{what} failed (exit {proc.returncode}): {(proc.stderr or proc.stdout)[-2000:]}")
+    return lines
+
+
+def compile_in_child(root: Path, chosen: list[dict], target: Target, max_compiles: int | None, *,
+                     timeout: float = 300, cache_dir: str | None = None) -> list[dict]:
+    """:func:`compile_units` in a fresh process without TRITON_INTERPRET and without torch: Triton cannot
+    compile for a GPU in a process where its interpreter ran (it patches triton.language for good)."""
+    request = {"root": str(root), "target": target.__dict__, "units": chosen, "max_compiles": max_compiles}
+    lines = _run_child(["--compile"], json.dumps(request), timeout, _child_env(cache_dir),
+                       "compiling the kernels for a GPU")
+    return json.loads(lines[-1])
 
 
 # --------------------------------------------------------------------------- the whole check
@@ -416,28 +605,29 @@ def import_flash(root: Path, module: str = "transformer_lab.flash") -> Any:
     return importlib.import_module(module)
 
 
-def check(root: Path, *, target: str = "sm_90", backward: bool = False, shapes: list[dict] | None = None,
-          per_kernel: int | None = 2, max_compiles: int | None = 3, module: str = "transformer_lab.flash") -> dict:
-    """Record the launches of the submission at ``root`` and compile a few for ``target`` (this process
-    must not have the interpreter on). Returns a JSON-able report: ``ok``, ``units``, ``mode``, ``error``."""
+def check(module: Any, root: Path, *, target: str = "sm_90", backward: bool = False,
+          shapes: list[dict] | None = None, per_kernel: int | None = 2, max_compiles: int | None = 3,
+          timeout: float = 300, cache_dir: str | None = None) -> dict:
+    """Record the launches of ``module`` (imported from ``root``; any process, the interpreter's
+    included) and compile a few for ``target`` in a child process. Returns a JSON-able report:
+    ``ok``, ``units`` (each with its compile ``results``), ``mode``, ``error``."""
     t0 = time.perf_counter()
     tgt = resolve_target(target)
     report: dict[str, Any] = {"target": tgt.name, "card": tgt.card, "max_shared": tgt.max_shared,
                               "backward": backward, "units": [], "ok": False, "error": None}
     try:
-        mod = import_flash(root, module)
-        launches = record(mod, shapes or forward_shapes(), backward)
+        launches = record(module, shapes or forward_shapes(), backward)
     except Exception as e:  # noqa: BLE001
         report["error"] = f"calling your launch code with launches recorded failed: {type(e).__name__}: {e}"
         return report
-    kernels = record.kernels  # type: ignore[attr-defined]
     if not launches:
         report["error"] = "no Triton kernel launch was recorded" + (" in the backward" if backward else "")
         return report
     report["mode"] = launches[0]["mode"]
     all_units = units(launches)
     report["recorded"] = len(all_units)
-    chosen = compile_units(select(all_units, per_kernel), kernels, tgt, max_compiles)
+    chosen = compile_in_child(root, select(all_units, per_kernel), tgt, max_compiles,
+                              timeout=max(1.0, timeout - (time.perf_counter() - t0)), cache_dir=cache_dir)
     for u in chosen:
         u["candidates"] = len(u["candidates"])
     report["units"] = chosen
@@ -448,29 +638,17 @@ def check(root: Path, *, target: str = "sm_90", backward: bool = False, shapes: 
 
 def run_checks(root: Path, requests: list[dict], *, target: str = "sm_90", timeout: float = 300,
                cache_dir: str | None = None) -> list[dict]:
-    """:func:`check` for each request (keyword arguments, ``backward`` included) in one fresh
-    ``python -I -m autograder.aot`` process without TRITON_INTERPRET (the interpreter must be off when
-    compiling; one process imports torch once). Raises RuntimeError when that process fails."""
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
-    if cache_dir:
-        env["TRITON_CACHE_DIR"] = cache_dir
-    cmd = [sys.executable, "-I", "-m", "autograder.aot", str(root), "--target", target, "--json",
-           "--request", json.dumps(requests)]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
-    except subprocess.TimeoutExpired:
-        raise RuntimeError(f"compiling the kernels ahead of time took more than {timeout:g} s") from None
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-    if proc.returncode != 0 or len(lines) < len(requests):
-        raise RuntimeError(f"the ahead-of-time compile process failed (exit {proc.returncode}): "
-                           f"{(proc.stderr or proc.stdout)[-2000:]}")
+    """:func:`check` for each request (keyword arguments, ``backward`` and ``module`` included) in one
+    fresh ``python -I -m autograder.aot`` process that imports the submission without TRITON_INTERPRET
+    (launch code then picks its GPU configurations); each compiles in a child of its own."""
+    args = [str(root), "--target", target, "--json", "--request", json.dumps(requests)]
+    lines = _run_child(args, "", timeout, _child_env(cache_dir), "the ahead-of-time check")
     return [json.loads(ln) for ln in lines[-len(requests):]]
 
 
 def run_check(root: Path, *, target: str = "sm_90", backward: bool = False, timeout: float = 300,
               cache_dir: str | None = None, **kw: Any) -> dict:
-    """One :func:`check` in a process of its own (see :func:`run_checks`)."""
+    """One :func:`check` (see :func:`run_checks`)."""
     return run_checks(root, [{"backward": backward, **kw}], target=target, timeout=timeout, cache_dir=cache_dir)[0]
 
 
@@ -491,6 +669,8 @@ def format_report(report: dict, limit_error: int = 1500) -> str:
     if report.get("error"):
         lines.append(f"  {report['error'][:limit_error]}")
     for u in report.get("units", []):
+        if u.get("skipped"):
+            lines.append(f"  {u['name']}: {u['skipped']}")
         for r in u["results"]:
             cfg = ", ".join(f"{k}={v}" for k, v in r["constexprs"].items())
             head = (f"  {r['kernel']}[{cfg}, num_warps={r['num_warps']}, num_stages={r['num_stages']}] "
@@ -511,6 +691,10 @@ def format_report(report: dict, limit_error: int = 1500) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--compile"]:  # the compile process (see compile_in_child): JSON in, JSON out
+        print(json.dumps(_compile_main(json.loads(sys.stdin.read())), default=str), flush=True)
+        return 0
     p = argparse.ArgumentParser(prog="python -m autograder.aot", description=__doc__.split("\n\n")[0])
     p.add_argument("root", type=Path, help="implementation root (contains transformer_lab/)")
     p.add_argument("--target", default="sm_90", help="sm_80, sm_90 or native")
@@ -520,11 +704,19 @@ def main(argv: list[str] | None = None) -> int:
                    help="JSON: shapes, per_kernel, max_compiles, module (a list of such: one report each)")
     a = p.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
-        p.error("unset TRITON_INTERPRET: Triton cannot compile for a GPU while its interpreter is on")
+        p.error("unset TRITON_INTERPRET: the launch code should pick its GPU configurations")
     req = json.loads(a.request)
     ok = True
     for r in req if isinstance(req, list) else [{"backward": a.backward, **req}]:
-        report = check(a.root.resolve(), target=a.target, **r)
+        r = dict(r)
+        root = a.root.resolve()
+        try:
+            module = import_flash(root, r.pop("module", "transformer_lab.flash"))
+        except Exception as e:  # noqa: BLE001
+            report = {"target": a.target, "card": "", "max_shared": 0, "backward": r.get("backward", False),
+                      "units": [], "ok": False, "error": f"importing your module failed: {type(e).__name__}: {e}"}
+        else:
+            report = check(module, root, target=a.target, cache_dir=os.environ.get("TRITON_CACHE_DIR"), **r)
         print(json.dumps(report, default=str) if a.json else format_report(report), flush=True)
         ok = ok and report["ok"]
     return 0 if ok or a.json else 1
