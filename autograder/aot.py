@@ -5,22 +5,23 @@ Triton's interpreter (what runs the kernels on CPU machines) accepts programs a 
 and sm_90 (H100) with ``triton.compile`` and the ptxas bundled in the triton wheel, and the result
 is checked against the card's limits.
 
-Which configurations? The ones the submission's own launch code picks. A fresh process (no
-``TRITON_INTERPRET``, so ``@triton.jit`` gives real JITFunctions and launch code takes its GPU
-branch) calls ``flash_attention_forward`` (and the backward) on a few shapes with every kernel
-launch intercepted: a launch records its kernel, arguments, constexprs, num_warps and num_stages
-and runs nothing; an autotuned launch records every candidate its ``prune_configs_by`` keeps.
-A few of those launches are then compiled for the target (each costs 1-3 CPU-seconds).
+Which configurations? The ones the submission's own launch code picks: ``flash_attention_forward``
+(and the backward) is called on a few shapes of zero tensors with ``TRITON_INTERPRET`` unset (launch
+code takes its GPU branch) and every kernel launch intercepted: a launch records its kernel,
+arguments, constexprs, num_warps and num_stages and runs nothing; an autotuned launch records every
+candidate its ``prune_configs_by`` keeps. This works in any process, the grader's worker included,
+where the kernels are interpreter objects.
 
-Compiling in a process of its own is required: in a process where the interpreter is on, Triton's
-code generator sees interpreter-patched builders and fails. Used by the grader (from the sandboxed
-worker: the child inherits the sandbox, see :func:`autograder.routines.aot_compile`), by
-``autograder selfcheck`` and by the project's tests. Run ``python -m autograder.aot --help``.
+A few of those launches are then compiled for the target (1-3 CPU-seconds each) in a child process:
+one where the interpreter has run cannot compile (it leaves ``triton.language`` patched), and the
+child imports the submission with torch stubbed out (kernels never use it), so it stays small next
+to the worker in a 768 MB container. Used by the grader (the worker's child inherits the sandbox;
+see :func:`autograder.routines.aot_compile`), by ``autograder selfcheck`` and by the project's tests.
+Run ``python -m autograder.aot ROOT [--target sm_80|sm_90] [--backward]`` for a report.
 """
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import subprocess
@@ -650,12 +651,6 @@ def run_check(root: Path, *, target: str = "sm_90", backward: bool = False, time
               cache_dir: str | None = None, **kw: Any) -> dict:
     """One :func:`check` (see :func:`run_checks`)."""
     return run_checks(root, [{"backward": backward, **kw}], target=target, timeout=timeout, cache_dir=cache_dir)[0]
-
-
-def source_hash(path: Path) -> str:
-    import triton
-
-    return hashlib.sha256(path.read_bytes() + triton.__version__.encode()).hexdigest()[:16]
 
 
 # --------------------------------------------------------------------------- text report
