@@ -83,5 +83,8 @@ def test_student_kit_selfcheck_without_the_repository(dist, fresh_python, tmp_pa
     out = selfcheck("--zip")
     code_points = sum(p.points for p in cfg.parts if p.name != "written" and not p.bonus)
     assert f"Predicted grade: {code_points:.1f} / " in out
+    # the kernels compiled for an H100 (no GPU here): figures per kernel, tensor-core instructions
+    assert "Your Triton kernels compiled for a real GPU" in out and "compiled for sm_90" in out, out
+    assert "_attn_fwd" in out and "wgmma" in out and "_attn_bwd_dq" in out and "FAILS" not in out, out
     names = set(zipfile.ZipFile(kit / "submission.zip").namelist())
     assert names == {f for f in cfg.submission_files if (kit / f).exists()} | {f"{cfg.package}/__init__.py"}

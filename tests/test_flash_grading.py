@@ -50,5 +50,23 @@ def test_forbidden_shortcuts_are_named(flash_graded):
     assert "n x n" in nxn or "n*n" in nxn or "matmul" in nxn or "@" in nxn
 
 
+AOT_BUGS = {"flash_aot_dot8": "K >= 16", "flash_aot_smem": "shared memory"}
+
+
+@pytest.mark.parametrize("name", sorted(AOT_BUGS))
+def test_kernels_a_gpu_rejects_lose_only_the_compile_points(flash_graded, name):
+    """Right under the interpreter, rejected by a GPU compile: only the forward's AOT test fails, with
+    Triton's reason or the resource named."""
+    res = flash_graded[name]
+    failed = [t for t in res.tests if t.status == "failed"]
+    assert [t.name for t in failed] == [t.name for t in res.tests if "compiles for an H100" in t.name
+                                        and t.extra_data["part"] == "flash"], [t.name for t in failed]
+    p = part(res, "flash")
+    assert p["max_score"] - p["score"] == pytest.approx(2.0)
+    assert part(res, "flash_backward")["score"] == part(res, "flash_backward")["max_score"]
+    text = failures(res, "flash")
+    assert AOT_BUGS[name] in text and "sm_90" in text, text
+
+
 def test_lse_units_are_named(flash_graded):
     assert "lse" in failures(flash_graded["flash_bug_lse_log2"], "flash").lower()

@@ -137,9 +137,13 @@ def selfcheck(
     zip_path: Path = typer.Option(Path("submission.zip"), "--zip-path", help="where --zip writes"),
     call_limit: Optional[float] = typer.Option(None, "--call-limit", min=0.5,
                                                help="seconds one call into your code may take (default: the grader's)"),
+    gpu_compile: bool = typer.Option(True, "--gpu-compile/--no-gpu-compile",
+                                     help="also compile your Triton kernels for an H100 (sm_90) and report what they use"),
 ) -> None:
     """Run the public tests on what you would submit and predict your grade from them.
 
+    Also compiles the Triton kernels for a real GPU (no GPU needed) and prints, per kernel, the shared
+    memory, registers, spills and tensor-core instructions: the hidden suite grades that they compile.
     Exit status: 0 when every public test passes, 1 when some fail, 2 for a usage error.
     """
     import tempfile
@@ -173,7 +177,30 @@ def selfcheck(
         with _grading(f"Running {label}") as progress:
             results = run_grade(cfg, staged, results_out, suite="public", parts=part or None, notes=notes,
                                 progress=progress, time_limits={"call_s": call_limit} if call_limit else None)
+        aot_lines: list[str] = []
+        flash_parts = [p.name for p in cfg.parts if p.name.startswith("flash") and (not part or p.name in part)]
+        # Only for kernels that already pass a public test here (stubs would only repeat their TODOs).
+        works = any(t.status == "passed" and (t.extra_data or {}).get("part") == "flash" for t in results.tests or [])
+        if gpu_compile and works and (staged / cfg.package / "flash.py").is_file():
+            from . import aot
+
+            # The same requests as the hidden tests (flash_helpers.aot_check), in one process.
+            requests = [{"backward": False, "per_kernel": 2, "max_compiles": 3, "module": f"{cfg.package}.flash"}]
+            if "flash_backward" in flash_parts:
+                requests.append({"backward": True, "per_kernel": 1, "max_compiles": 3, "module": f"{cfg.package}.flash"})
+            with console.status("Compiling your Triton kernels for an H100 (sm_90)..."):
+                try:
+                    for rep in aot.run_checks(staged, requests, target="sm_90", timeout=600):
+                        color = "green" if rep["ok"] else "red"
+                        aot_lines.append(f"[{color}]{escape(aot.format_report(rep))}[/{color}]")
+                except Exception as e:  # noqa: BLE001 - a report, not a verdict
+                    aot_lines.append(f"[yellow]could not compile for a GPU here: {escape(str(e)[-800:])}[/yellow]")
     predicted, predicted_bonus = _show(results, cfg, "Public tests", verbose=verbose, predicted=True)
+    if aot_lines:
+        out.print("\n[bold]Your Triton kernels compiled for a real GPU[/bold] [dim](the hidden tests grade that they "
+                  "compile and fit; registers, spills and mma/wgmma tell how they will run)[/dim]")
+        for line in aot_lines:
+            out.print(line)
     graded = [p for p in cfg.parts if not part or p.name in part]
     regular = sum(p.points for p in graded if not p.bonus)
     bonus = sum(p.points for p in graded if p.bonus)

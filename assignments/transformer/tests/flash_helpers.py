@@ -465,6 +465,40 @@ def check_no_nxn(report: dict, n: int, what: str) -> None:
             f"N x N = {n}x{n} matrix. FlashAttention must never materialise the score matrix in memory.")
 
 
+# --------------------------------------------------------------------------- ahead-of-time compile
+
+
+def aot_check(student, student_client, *, backward: bool) -> str:
+    """Compile the student's kernels for a real GPU (sm_90 here, this machine's card on a GPU machine) at
+    the configurations their own launch code picks (routine ``aot_compile`` in the worker, see
+    autograder.aot); fail with Triton's error or the exceeded resource. Returns the report's text."""
+    from autograder.aot import format_report
+
+    fn = fetch(student.flash.flash_attention_forward)
+    target = "native" if on_gpu() else "sm_90"
+    what = "the backward kernels" if backward else "the forward kernel"
+    # Forward: the largest and the smallest tiles (N = 200 and 4096, every head dim, causal or not, bf16),
+    # at most 3 compiles; backward: the largest tiles of each kernel. Both in one child process: the
+    # worker keeps the backward's report for the flash_backward test.
+    report = routine(student_client, "aot_compile", fn, backward=backward, target=target, timeout_s=95.0,
+                     forward_request={"per_kernel": 2, "max_compiles": 3},
+                     backward_request={"per_kernel": 1, "max_compiles": 3},
+                     timeout=100.0, what=f"compiling {what} of {'/'.join(FLASH_FILE)} for a GPU")
+    try:
+        if type(report.get("ok")) is not bool or type(report.get("units")) is not list:
+            raise TypeError("malformed")
+        text = format_report(report)
+    except Exception:  # noqa: BLE001 - the report comes from the worker: anything may arrive
+        raise AssertionError(f"compiling {what} for a GPU returned a malformed report.") from None
+    if not report["ok"]:
+        raise AssertionError(
+            f"{what[0].upper()}{what[1:]} of flash.py would not run on a real GPU ({report.get('target')}, "
+            f"{report.get('card')}):\n{text}\nTriton's interpreter accepts kernels that a GPU compile rejects: tl.dot "
+            "needs every dimension >= 16, and the tiles kept in shared memory (num_stages buffers of the K and V "
+            "blocks) must fit the card's shared memory. Check with `autograder selfcheck` (it prints this report).")
+    return text
+
+
 # --------------------------------------------------------------------------- GPU timing
 
 

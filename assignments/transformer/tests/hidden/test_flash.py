@@ -13,7 +13,7 @@ from gradescope_utils.autograder_utils.decorators import leaderboard, partial_cr
 from autograder.testing import fetch, routine, store
 from autograder.testing import best_measurement
 from flash_helpers import (
-    HEAD_DIMS, attention_flops, audited, check_forward, check_no_nxn, compare, compare_cuda_times, describe,
+    HEAD_DIMS, aot_check, attention_flops, audited, check_forward, check_no_nxn, compare, compare_cuda_times, describe,
     device, forward_output, on_gpu, qkv, require_clean_source, run_attention, run_backward,
     run_forward, tolerance,
 )
@@ -73,7 +73,7 @@ def test_forward_sequence_lengths(student, student_client):
                         what=f"flash_attention_forward on {describe(1, 1, n, d, q.dtype, causal)}")
 
 
-@weight(1)
+@weight(0.5)
 def test_forward_batch_and_heads(student, student_client):
     """B=2, H=3 with different data per (batch, head): each program reads its own slice; flash_attention too"""
     for causal in (False, True):
@@ -83,7 +83,7 @@ def test_forward_batch_and_heads(student, student_client):
                       what=f"flash_attention on {describe(2, 3, 33, 32, q.dtype, causal)}")
 
 
-@weight(1)
+@weight(0.5)
 def test_forward_noncontiguous(student, student_client):
     """q, k, v that are transposed views of (B, N, H, D) tensors give the same results"""
     b, h, n, d = 2, 2, 29, 64
@@ -94,7 +94,7 @@ def test_forward_noncontiguous(student, student_client):
         _fwd(student, student_client, q, k, v, causal, ", non-contiguous")
 
 
-@weight(1)
+@weight(0.5)
 def test_forward_softmax_scale(student, student_client):
     """softmax_scale replaces 1/sqrt(D) in o and in lse"""
     for scale, causal in ((0.05, False), (1.0, True), (0.3, False)):
@@ -102,7 +102,7 @@ def test_forward_softmax_scale(student, student_client):
         _fwd(student, student_client, q, k, v, causal, f", softmax_scale={scale}", softmax_scale=scale)
 
 
-@weight(1)
+@weight(0.5)
 def test_forward_large_logits(student, student_client):
     """large scores (|s| ~ 100s) give finite outputs that match naive attention (stable online softmax)"""
     # (not float32 on a GPU: TF32 products move near-tied large scores enough to flip the softmax)
@@ -113,6 +113,13 @@ def test_forward_large_logits(student, student_client):
             v = v / scale
             run_forward(student, student_client, q, k, v, is_causal=causal,
                         what=f"flash_attention_forward on {describe(1, 2, 50, 64, dtype, causal)} with large logits")
+
+
+@weight(2)
+def test_forward_compiles_for_gpu(student, student_client):
+    """the forward kernel compiles for an H100 (sm_90; on a GPU machine, its card) in bfloat16 at the configurations your launch code picks, within its shared memory"""
+    # Shapes: N = 200 and 4096, every head dim, causal or not; the largest and the smallest tiles are compiled.
+    print(aot_check(student, student_client, backward=False))
 
 
 # --------------------------------------------------------------------------- forward, GPU only
@@ -263,7 +270,7 @@ def test_backward_sequence_lengths(student, student_client):
 
 
 @pytest.mark.part("flash_backward")
-@weight(1)
+@weight(0.5)
 def test_backward_float16(student, student_client):
     """float16 gradients keep the dtype and match naive float64 autograd"""
     n, d = 37, 64
@@ -275,7 +282,7 @@ def test_backward_float16(student, student_client):
 
 
 @pytest.mark.part("flash_backward")
-@weight(1)
+@weight(0.5)
 def test_backward_noncontiguous_scale_heads(student, student_client):
     """gradients with B=2, H=3, non-contiguous inputs and a custom softmax_scale"""
     b, h, n, d = 2, 3, 21, 32
@@ -300,6 +307,13 @@ def test_backward_audit_no_score_matrix(student, student_client):
         what = f"flash_attention backward on {describe(1, 1, n, d, q.dtype, causal)}"
         report = run_backward(student, student_client, q, k, v, g, is_causal=causal, what=what)
         check_no_nxn(report, n, what)
+
+
+@pytest.mark.part("flash_backward")
+@weight(1)
+def test_backward_compiles_for_gpu(student, student_client):
+    """the backward kernels compile for an H100 (sm_90; on a GPU machine, its card) in bfloat16 at the configurations your launch code picks, within its shared memory"""
+    print(aot_check(student, student_client, backward=True))
 
 
 @pytest.mark.gpu
