@@ -1,7 +1,7 @@
 """Benchmark: does grading fit Gradescope's container (½ vCPU, 768 MB, 10-minute timeout)?
 
 Grades several submissions, each exactly as Gradescope's ``run_autograder`` would (the zip from
-``autograder.build.build`` unpacked into a source/, submission/, results/ layout, ``bash
+``autograder.commands.build.build`` unpacked into a source/, submission/, results/ layout, ``bash
 run_autograder`` with AUTOGRADER_ROOT and AUTOGRADER_PYTHON set), and prints for each: wall
 time, CPU-seconds of the whole process tree, peak memory of the whole tree (PSS summed over
 every process of the tree, sampled every ~0.1 s from /proc/<pid>/smaps_rollup), the number of
@@ -473,7 +473,7 @@ def make_submission(name: str, dest: Path, reference: Path = ROOT / "reference",
 # --------------------------------------------------------------------------- the Gradescope layout
 
 def build_zip(out_dir: Path) -> Path:
-    """dist/autograder.zip built once with autograder.build.build (as the project's tests do)."""
+    """dist/autograder.zip built once with autograder.commands.build.build (as the project's tests do)."""
     from autograder.authoring import config as config_mod
     from autograder.commands.build import build
 
@@ -725,7 +725,7 @@ def main(argv: list[str] | None = None) -> int:
     os.chmod(base, 0o755)  # the sandbox account must reach the layout, as in the project's tests
     try:
         t0 = time.monotonic()
-        print("building autograder.zip (autograder.build.build) ...", flush=True)
+        print("building autograder.zip (autograder.commands.build.build) ...", flush=True)
         ag_zip = build_zip(base / "dist")
         print(f"  built in {time.monotonic() - t0:.0f} s", flush=True)
         python, why = sandbox_python(base, ag_zip)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from autograder import aot
+from autograder.sandbox import aot
 
 REPO = Path(__file__).resolve().parent.parent
 REFERENCE = REPO / "reference"

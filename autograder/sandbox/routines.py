@@ -193,7 +193,7 @@ _AOT_REPORTS: dict[tuple, dict] = {}
 def aot_compile(fn: Any, *, backward: bool = False, target: str = "sm_90", timeout_s: float = 100.0,
                 forward_request: dict | None = None, backward_request: dict | None = None) -> dict:
     """Compile the Triton kernels that the launch code of ``fn``'s module picks, for ``target``
-    ("native": this machine's GPU), and report what each uses (see :mod:`autograder.aot`).
+    ("native": this machine's GPU), and report what each uses (see :mod:`autograder.sandbox.aot`).
 
     The launches are recorded here (the student's launch code runs, no kernel does); the compile runs in
     a child process without torch or the interpreter, which imports the student's module afresh: it
@@ -205,7 +205,7 @@ def aot_compile(fn: Any, *, backward: bool = False, target: str = "sm_90", timeo
     import os
     from pathlib import Path
 
-    from . import aot
+    from autograder.sandbox import aot
 
     module = sys.modules.get(getattr(fn, "__module__", "") or "")
     path = getattr(module, "__file__", None)

@@ -471,8 +471,8 @@ def check_no_nxn(report: dict, n: int, what: str) -> None:
 def aot_check(student, student_client, *, backward: bool) -> str:
     """Compile the student's kernels for a real GPU (sm_90 here, this machine's card on a GPU machine) at
     the configurations their own launch code picks (routine ``aot_compile`` in the worker, see
-    autograder.aot); fail with Triton's error or the exceeded resource. Returns the report's text."""
-    from autograder.aot import format_report
+    autograder.sandbox.aot); fail with Triton's error or the exceeded resource. Returns the report's text."""
+    from autograder.testing import format_report
 
     fn = fetch(student.flash.flash_attention_forward)
     target = "native" if on_gpu() else "sm_90"

@@ -16,8 +16,8 @@ A few of those launches are then compiled for the target (1-3 CPU-seconds each) 
 one where the interpreter has run cannot compile (it leaves ``triton.language`` patched), and the
 child imports the submission with torch stubbed out (kernels never use it), so it stays small next
 to the worker in a 768 MB container. Used by the grader (the worker's child inherits the sandbox;
-see :func:`autograder.routines.aot_compile`), by ``autograder selfcheck`` and by the project's tests.
-Run ``python -m autograder.aot ROOT [--target sm_80|sm_90] [--backward]`` for a report.
+see :func:`autograder.sandbox.routines.aot_compile`), by ``autograder selfcheck`` and by the project's tests.
+Run ``python -m autograder.sandbox.aot ROOT [--target sm_80|sm_90] [--backward]`` for a report.
 """
 from __future__ import annotations
 
@@ -576,7 +576,7 @@ def _child_env(cache_dir: str | None) -> dict[str, str]:
 
 def _run_child(args: list[str], stdin: str, timeout: float, env: dict[str, str], what: str) -> list[str]:
     try:
-        proc = subprocess.run([sys.executable, "-I", "-m", "autograder.aot", *args], input=stdin,
+        proc = subprocess.run([sys.executable, "-I", "-m", "autograder.sandbox.aot", *args], input=stdin,
                               capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
         raise RuntimeError(f"{what} took more than {timeout:g} s") from None
@@ -640,7 +640,7 @@ def check(module: Any, root: Path, *, target: str = "sm_90", backward: bool = Fa
 def run_checks(root: Path, requests: list[dict], *, target: str = "sm_90", timeout: float = 300,
                cache_dir: str | None = None) -> list[dict]:
     """:func:`check` for each request (keyword arguments, ``backward`` and ``module`` included) in one
-    fresh ``python -I -m autograder.aot`` process that imports the submission without TRITON_INTERPRET
+    fresh ``python -I -m autograder.sandbox.aot`` process that imports the submission without TRITON_INTERPRET
     (launch code then picks its GPU configurations); each compiles in a child of its own."""
     args = [str(root), "--target", target, "--json", "--request", json.dumps(requests)]
     lines = _run_child(args, "", timeout, _child_env(cache_dir), "the ahead-of-time check")
@@ -690,7 +690,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["--compile"]:  # the compile process (see compile_in_child): JSON in, JSON out
         print(json.dumps(_compile_main(json.loads(sys.stdin.read())), default=str), flush=True)
         return 0
-    p = argparse.ArgumentParser(prog="python -m autograder.aot", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m autograder.sandbox.aot", description=__doc__.split("\n\n")[0])
     p.add_argument("root", type=Path, help="implementation root (contains transformer_lab/)")
     p.add_argument("--target", default="sm_90", help="sm_80, sm_90 or native")
     p.add_argument("--backward", action="store_true", help="the backward kernels instead of the forward")
