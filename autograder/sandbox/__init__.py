@@ -1,6 +1,6 @@
 """The trust boundary: the only code that runs next to student code.
 
-``worker`` (the process that imports and runs student code), ``forkserver`` (workers as forks of a
+``worker`` (the process that imports and runs student code; ``student_imports``: how), ``forkserver`` (workers as forks of a
 clean process that imported torch), ``protocol`` (the wire format: JSON and safetensors, never
 pickle), ``client`` (the grader's end: proxies, limits, hang reports), ``confinement`` (accounts,
 namespaces, resource limits, the sweep of leftover processes), ``routines`` / ``gpu_routines`` / ``aot``

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from autograder.sandbox.student_imports import package_or_bare
+
 HEAD_DIMS = (16, 32, 64, 128)
 
 
@@ -534,15 +536,22 @@ def _find_kernels(root: Path, wanted: list[dict]) -> dict[str, Any]:
 
     sys.path.insert(0, str(root))
     modules = sorted({w["module"] for w in wanted})
+
+    def load(m: str) -> Any:  # a broken package face costs nothing here either (as in the worker)
+        if "." in m:
+            package_or_bare(m.partition(".")[0], str(root))
+        return importlib.import_module(m)
+
     finder = _install_torch_stub()
     try:
-        loaded = {m: importlib.import_module(m) for m in modules}
+        loaded = {m: load(m) for m in modules}
     except Exception:  # noqa: BLE001 - module code that needs the real torch at import time
         sys.meta_path.remove(finder)
         for name in [n for n in sys.modules if n == "torch" or n.startswith("torch.") or n in modules
-                     or any(n.startswith(m.rsplit(".", 1)[0] + ".") for m in modules if "." in m)]:
+                     or any(n == m.partition(".")[0] or n.startswith(m.partition(".")[0] + ".")
+                            for m in modules if "." in m)]:
             sys.modules.pop(name, None)
-        loaded = {m: importlib.import_module(m) for m in modules}
+        loaded = {m: load(m) for m in modules}
     out: dict[str, Any] = {}
     for w in wanted:
         obj: Any = loaded[w["module"]]
@@ -603,6 +612,8 @@ def import_flash(root: Path, module: str = "transformer_lab.flash") -> Any:
     import importlib
 
     sys.path.insert(0, str(root))
+    if "." in module:
+        package_or_bare(module.partition(".")[0], str(root))
     return importlib.import_module(module)
 
 

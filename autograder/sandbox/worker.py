@@ -26,6 +26,8 @@ import traceback
 import types
 from typing import Any
 
+from autograder.sandbox.student_imports import package_or_bare
+
 MAX_ITEMS = 100_000
 MAX_MESSAGE = 4000
 HANG_REPORT_PREFIX = b"AGHANG "
@@ -257,28 +259,8 @@ class Worker:
 
     # -------------------------------------------------------------- targets
     def package_module(self) -> types.ModuleType:
-        """The student's package. Its ``__init__.py`` runs once; where that fails (it imports a
-        module that fails, or one that was not graded), the package is made without it, so that a
-        broken package face costs only the parts whose own files are broken: each part's module is
-        then imported on its own, and fails, if at all, with its own error."""
-        module = sys.modules.get(self.package)
-        if module is not None:
-            return module
-        try:
-            return importlib.import_module(self.package)
-        except BaseException:  # noqa: BLE001 - a SystemExit or a refused hung import included
-            import importlib.machinery
-            import importlib.util
-
-            spec = importlib.machinery.ModuleSpec(self.package, None, is_package=True)
-            spec.submodule_search_locations = [os.path.join(self.root, self.package)]
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[self.package] = module
-            for name, sub in list(sys.modules.items()):  # modules the failed __init__ did import
-                head, _, tail = name.partition(".")
-                if head == self.package and tail and "." not in tail and sub is not None:
-                    setattr(module, tail, sub)
-            return module
+        """The student's package (see :func:`package_or_bare`)."""
+        return package_or_bare(self.package, self.root)
 
     def import_module(self, name: str) -> types.ModuleType:
         if not name.isidentifier():
