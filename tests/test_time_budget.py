@@ -166,6 +166,7 @@ def test_student_code_cannot_break_the_report(root):
     c = WorkerClient(root, "pkg", Limits(call_s=2, import_s=3, start_s=60))
     try:
         for fn in ("forged", "ignored"):
+            assert c.root_ref().mod.helper(1) == 2  # a started worker: only the call is timed below
             t0 = time.monotonic()
             with pytest.raises((WorkerTimeout, WorkerCrashed)) as e:  # the forgery may hit the reply pipe too
                 getattr(c.root_ref().forge, fn)()

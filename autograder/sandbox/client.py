@@ -384,6 +384,9 @@ class WorkerClient:
             if isinstance(hello, dict) and isinstance(hello.get("sandbox"), dict):
                 self.sandbox_report = hello["sandbox"]
         except WorkerTimeout:
+            if self.deadline is not None and time.time() >= self.deadline - 1.0:  # the budget cut the wait
+                raise WorkerTimeout(f"The worker that runs {self.label} was still starting when the grading's "
+                                    "time budget was used up.") from None
             raise WorkerTimeout(
                 f"The worker that runs {self.label} did not start within {self.limits.start_s:.0f} s."
             ) from None
