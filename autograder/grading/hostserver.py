@@ -27,7 +27,7 @@ def host_server_for(env: dict[str, str], start_s: float = 120.0) -> ForkServer |
         return None
     key = "host " + json.dumps(env, sort_keys=True)
     return forkserver._running_or_started(
-        key, lambda: ForkServer(dict(env), start_s, kind="host", module=__name__), keep=MAX_HOST_SERVERS)
+        key, lambda: ForkServer(dict(env), start_s, module=__name__), keep=MAX_HOST_SERVERS)
 
 
 def preload_host() -> None:

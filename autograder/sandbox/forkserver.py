@@ -18,8 +18,8 @@ session, takes the environment, folder and arguments it was given, and runs
 :func:`autograder.sandbox.worker.main`, which confines it exactly as it does a freshly started worker.
 
 The same machinery serves the grader's own pytest process: :mod:`autograder.grading.hostserver`
-starts servers of another ``kind`` (its module's ``serve`` with its own preload and child), and the
-registry here keeps both kinds (:func:`server_pids`). This module never imports grading code.
+starts servers of its own module (``serve`` with its own preload and child), and the registry here
+keeps both kinds, told apart by the first word of their key (:func:`server_pids`). This module never imports grading code.
 """
 from __future__ import annotations
 
@@ -103,8 +103,7 @@ class ForkServer:
 
     env: dict[str, str]
     start_s: float = 120.0
-    kind: str = "worker"  # "worker": forks become workers; "host": forks run pytest.main (the grader)
-    module: str = "autograder.sandbox.forkserver"  # run with `python -I -m MODULE FD`: its serve()
+    module: str = "autograder.sandbox.forkserver"  # run as `python -I -m MODULE FD`; its serve() decides what forks do
     _sock: socket.socket | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)  # batch grades in threads
     _popen: subprocess.Popen | None = field(default=None, repr=False)
