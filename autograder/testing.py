@@ -16,6 +16,7 @@ import torch
 # What suites use from the rest of the harness, in one place (suite authors import autograder.testing).
 from autograder.grading.golden import measured, oracle  # noqa: F401
 from autograder.sandbox.aot import format_report  # noqa: F401
+from autograder.sandbox.backprop import backprop  # noqa: F401
 from autograder.sandbox.client import (  # noqa: F401
     Remote, WorkerClient, fetch, forward_backward, remote_type, repeat, routine, store, typename,
 )

@@ -4,7 +4,8 @@
 clean process that imported torch), ``protocol`` (the wire format: JSON and safetensors, never
 pickle), ``client`` (the grader's end: proxies, limits, hang reports), ``confinement`` (accounts,
 namespaces, resource limits, the sweep of leftover processes), ``routines`` / ``gpu_routines`` / ``aot``
-(grader-written code run inside the worker), ``errors`` (what a failed call raises in the grader).
+(grader-written code run inside the worker), ``backprop`` (backward with a given gradient, without
+torch's sympy import), ``errors`` (what a failed call raises in the grader).
 Nothing here imports grading, authoring or command code (tests/test_layout.py checks it).
 
 The confinement functions are re-exported here: ``autograder.sandbox`` was that module before.

@@ -218,6 +218,8 @@ def record(module: Any, shapes: list[dict], backward: bool) -> list[dict]:
     """
     import torch
 
+    from autograder.sandbox.backprop import backprop
+
     def calls(rec: _Recorder) -> None:
         for s in shapes:
             dtype = getattr(torch, s["dtype"])
@@ -228,7 +230,7 @@ def record(module: Any, shapes: list[dict], backward: bool) -> list[dict]:
                 with _Recorder() as fwd_only:
                     module.flash_attention_forward(q, k, v, is_causal=s["causal"])
                 o = module.flash_attention(*qs, is_causal=s["causal"])
-                o.backward(torch.zeros_like(o))
+                backprop(o, torch.zeros_like(o))
                 forward_kernels = {x["kernel"] for x in fwd_only.launches}
                 rec.launches[start:] = [x for x in rec.launches[start:] if x["kernel"] not in forward_kernels]
             else:
@@ -566,13 +568,15 @@ def _find_kernels(root: Path, wanted: list[dict]) -> dict[str, Any]:
     return out
 
 
-def _compile_main(request: dict) -> list[dict]:
-    """The compile process: ``request`` = root, target, units (of :func:`units`), max_compiles."""
+def _compile_main(request: dict) -> list[list[dict]]:
+    """The compile process: ``request`` = root, target and ``jobs``, each ``units`` (of :func:`units`) and
+    ``max_compiles``; one list of compiled units per job. One process for every job: Triton's import and
+    its first compile's setup (about half a CPU-second) are paid once."""
     target = Target(**request["target"])
-    chosen = request["units"]
+    chosen = [u for job in request["jobs"] for u in job["units"]]
     kernels = _find_kernels(Path(request["root"]), [{"kernel": u["kernel"], "module": u["candidates"][0]["module"],
                                                      "qualname": u["candidates"][0]["qualname"]} for u in chosen])
-    return compile_units(chosen, kernels, target, request.get("max_compiles"))
+    return [compile_units(job["units"], kernels, target, job.get("max_compiles")) for job in request["jobs"]]
 
 
 def _child_env(cache_dir: str | None) -> dict[str, str]:
@@ -595,11 +599,13 @@ def _run_child(args: list[str], stdin: str, timeout: float, env: dict[str, str],
     return lines
 
 
-def compile_in_child(root: Path, chosen: list[dict], target: Target, max_compiles: int | None, *,
-                     timeout: float = 300, cache_dir: str | None = None) -> list[dict]:
-    """:func:`compile_units` in a fresh process without TRITON_INTERPRET and without torch: Triton cannot
-    compile for a GPU in a process where its interpreter ran (it patches triton.language for good)."""
-    request = {"root": str(root), "target": target.__dict__, "units": chosen, "max_compiles": max_compiles}
+def compile_in_child(root: Path, jobs: list[tuple[list[dict], int | None]], target: Target, *,
+                     timeout: float = 300, cache_dir: str | None = None) -> list[list[dict]]:
+    """:func:`compile_units` for each job (units, max_compiles) in one fresh process without
+    TRITON_INTERPRET and without torch: Triton cannot compile for a GPU in a process where its
+    interpreter ran (it patches triton.language for good)."""
+    request = {"root": str(root), "target": target.__dict__,
+               "jobs": [{"units": chosen, "max_compiles": budget} for chosen, budget in jobs]}
     lines = _run_child(["--compile"], json.dumps(request), timeout, _child_env(cache_dir),
                        "compiling the kernels for a GPU")
     return json.loads(lines[-1])
@@ -623,29 +629,51 @@ def check(module: Any, root: Path, *, target: str = "sm_90", backward: bool = Fa
     """Record the launches of ``module`` (imported from ``root``; any process, the interpreter's
     included) and compile a few for ``target`` in a child process. Returns a JSON-able report:
     ``ok``, ``units`` (each with its compile ``results``), ``mode``, ``error``."""
+    request = {"backward": backward, "shapes": shapes, "per_kernel": per_kernel, "max_compiles": max_compiles}
+    return check_many(module, root, [request], target=target, timeout=timeout, cache_dir=cache_dir)[0]
+
+
+def check_many(module: Any, root: Path, requests: list[dict], *, target: str = "sm_90", timeout: float = 300,
+               cache_dir: str | None = None) -> list[dict]:
+    """:func:`check` for each request (``backward``, ``shapes``, ``per_kernel``, ``max_compiles``), the
+    launches recorded here one request after another and every compile in one child process."""
     t0 = time.perf_counter()
     tgt = resolve_target(target)
-    report: dict[str, Any] = {"target": tgt.name, "card": tgt.card, "max_shared": tgt.max_shared,
-                              "backward": backward, "units": [], "ok": False, "error": None}
-    try:
-        launches = record(module, shapes or forward_shapes(), backward)
-    except Exception as e:  # noqa: BLE001
-        report["error"] = f"calling your launch code with launches recorded failed: {type(e).__name__}: {e}"
-        return report
-    if not launches:
-        report["error"] = "no Triton kernel launch was recorded" + (" in the backward" if backward else "")
-        return report
-    report["mode"] = launches[0]["mode"]
-    all_units = units(launches)
-    report["recorded"] = len(all_units)
-    chosen = compile_in_child(root, select(all_units, per_kernel), tgt, max_compiles,
-                              timeout=max(1.0, timeout - (time.perf_counter() - t0)), cache_dir=cache_dir)
-    for u in chosen:
-        u["candidates"] = len(u["candidates"])
-    report["units"] = chosen
-    report["ok"] = all(u["ok"] for u in chosen)
-    report["seconds"] = round(time.perf_counter() - t0, 2)
-    return report
+    reports: list[dict[str, Any]] = []
+    jobs: list[tuple[list[dict], int | None]] = []
+    for req in requests:
+        backward = bool(req.get("backward", False))
+        report: dict[str, Any] = {"target": tgt.name, "card": tgt.card, "max_shared": tgt.max_shared,
+                                  "backward": backward, "units": [], "ok": False, "error": None}
+        reports.append(report)
+        try:
+            launches = record(module, req.get("shapes") or forward_shapes(), backward)
+        except Exception as e:  # noqa: BLE001
+            report["error"] = f"calling your launch code with launches recorded failed: {type(e).__name__}: {e}"
+            continue
+        if not launches:
+            report["error"] = "no Triton kernel launch was recorded" + (" in the backward" if backward else "")
+            continue
+        report["mode"] = launches[0]["mode"]
+        all_units = units(launches)
+        report["recorded"] = len(all_units)
+        report["job"] = len(jobs)
+        jobs.append((select(all_units, req.get("per_kernel", 2)), req.get("max_compiles", 3)))
+    if jobs:
+        compiled = compile_in_child(root, jobs, tgt, timeout=max(1.0, timeout - (time.perf_counter() - t0)),
+                                    cache_dir=cache_dir)
+        for report in reports:
+            if "job" not in report:
+                continue
+            chosen = compiled[report.pop("job")]
+            for u in chosen:
+                u["candidates"] = len(u["candidates"])
+            report["units"] = chosen
+            report["ok"] = all(u["ok"] for u in chosen)
+    seconds = round(time.perf_counter() - t0, 2)
+    for report in reports:
+        report["seconds"] = seconds
+    return reports
 
 
 def run_checks(root: Path, requests: list[dict], *, target: str = "sm_90", timeout: float = 300,
@@ -712,19 +740,27 @@ def main(argv: list[str] | None = None) -> int:
     if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
         p.error("unset TRITON_INTERPRET: the launch code should pick its GPU configurations")
     req = json.loads(a.request)
+    requests = [dict(r) for r in (req if isinstance(req, list) else [{"backward": a.backward, **req}])]
+    root = a.root.resolve()
     ok = True
-    for r in req if isinstance(req, list) else [{"backward": a.backward, **req}]:
-        r = dict(r)
-        root = a.root.resolve()
+    i = 0
+    while i < len(requests):  # consecutive requests for one module share its import and one compile child
+        name = requests[i].get("module", "transformer_lab.flash")
+        group = []
+        while i < len(requests) and requests[i].get("module", "transformer_lab.flash") == name:
+            group.append({k: v for k, v in requests[i].items() if k != "module"})
+            i += 1
         try:
-            module = import_flash(root, r.pop("module", "transformer_lab.flash"))
+            module = import_flash(root, name)
         except Exception as e:  # noqa: BLE001
-            report = {"target": a.target, "card": "", "max_shared": 0, "backward": r.get("backward", False),
-                      "units": [], "ok": False, "error": f"importing your module failed: {type(e).__name__}: {e}"}
+            reports = [{"target": a.target, "card": "", "max_shared": 0, "backward": r.get("backward", False),
+                        "units": [], "ok": False, "error": f"importing your module failed: {type(e).__name__}: {e}"}
+                       for r in group]
         else:
-            report = check(module, root, target=a.target, cache_dir=os.environ.get("TRITON_CACHE_DIR"), **r)
-        print(json.dumps(report, default=str) if a.json else format_report(report), flush=True)
-        ok = ok and report["ok"]
+            reports = check_many(module, root, group, target=a.target, cache_dir=os.environ.get("TRITON_CACHE_DIR"))
+        for report in reports:
+            print(json.dumps(report, default=str) if a.json else format_report(report), flush=True)
+            ok = ok and report["ok"]
     return 0 if ok or a.json else 1
 
 

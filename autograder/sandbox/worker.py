@@ -375,6 +375,8 @@ class Worker:
         """Run target(*args), backpropagate ``grad_output``; return output and gradients."""
         import torch
 
+        from autograder.sandbox.backprop import backprop
+
         fn = self.resolve(msg["target"])
         args = list(self.resolve_args(msg.get("args", [])))
         kwargs = self.resolve_args(msg.get("kwargs", {}))
@@ -389,7 +391,7 @@ class Worker:
         if not isinstance(out, torch.Tensor):
             raise TypeError(f"expected a tensor output, got {type(out).__name__}")
         if out.requires_grad:
-            out.backward(self.resolve_args(msg["grad_output"]))
+            backprop(out, self.resolve_args(msg["grad_output"]))
         return {
             "output": out.detach(),
             "grads": [args[i].grad for i in wrt],

@@ -3,7 +3,7 @@ import pytest
 import torch
 from gradescope_utils.autograder_utils.decorators import weight
 
-from autograder.testing import forward_backward
+from autograder.testing import backprop, forward_backward
 from autograder.testing import assert_close, assert_equal, best_measurement, check_tensor, time_interleaved
 from suite_helpers import mha_pair, randn, random_mask
 
@@ -93,7 +93,7 @@ def test_gradients_match(student, reference, assignment):
     g = randn(2, 5, 32, seed=18)
     got = forward_backward(mine, [x], grad_output=g, wrt=[0], params=True, kwargs={"is_causal": True})
     xr = x.clone().requires_grad_(True)
-    ref(xr, is_causal=True).backward(g)
+    backprop(ref(xr, is_causal=True), g)
     tol = assignment.tolerance("grad32")
     if got["grads"][0] is None:
         raise AssertionError("No gradient reached the input x: keep the forward differentiable.")
