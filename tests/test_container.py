@@ -190,6 +190,7 @@ def test_build_prints_the_settings_to_choose(cfg, tmp_path, monkeypatch):
     assert "Autograder Settings" in text and "docs/benchmarks.md" in text
     assert f"timeout: {int(g.timeout_s // 60)} min" in text and f"at least {g.memory_mb} MB" in text
     assert f"CPUs:    at least {g.cpus:g}" in text
+    assert g.measured and f"(measured in such a container: {g.measured})" in text
     long = cfg.model_copy(update={"gradescope": Platform(timeout_s=3000, memory_mb=2048, cpus=2)})
     assert "timeout: 50 min" in build.gradescope_settings(long) and "at most 40 min" in build.gradescope_settings(long)
     assert "at least 2 GB" in build.gradescope_settings(long)

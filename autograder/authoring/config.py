@@ -58,6 +58,8 @@ class Platform(_Strict):
     memory_mb: int = Field(768, gt=0, description="memory the whole grading needs (measured peak plus margin); "
                            "run_autograder tells the instructor when the container has less")
     cpus: float = Field(0.5, gt=0, description="CPUs grading needs to finish well within timeout_s")
+    measured: str = Field("", description="what grading the reference measured in such a container (CPU-seconds, "
+                          "wall time, peak memory), printed with the settings by `autograder build`")
 
     @model_validator(mode="after")
     def _reserve_fits(self) -> Platform:

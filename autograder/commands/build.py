@@ -289,6 +289,8 @@ def gradescope_settings(cfg: Assignment) -> str:
         f"  memory:  at least {format_mb(g.memory_mb)}",
         f"  CPUs:    at least {g.cpus:g}",
     ]
+    if g.measured:
+        lines.append(f"  (measured in such a container: {g.measured})")
     if g.timeout_s > GRADESCOPE_MAX_TIMEOUT_S:
         lines.append(f"  (Gradescope allows a timeout of at most {GRADESCOPE_MAX_TIMEOUT_S // 60} min: "
                      "lower timeout_s, or grading will be planned for time it does not get)")
