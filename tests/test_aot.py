@@ -165,3 +165,41 @@ def test_kernels_a_gpu_rejects_are_named():
     alt_bwd = aot.run_check(SUBMISSIONS / "flash_alt", target="sm_80", backward=True, timeout=300, cache_dir=CACHE,
                             per_kernel=1)
     assert alt_bwd["ok"], aot.format_report(alt_bwd)
+
+
+def test_requests_share_one_compile_child_and_keep_their_own_reports(monkeypatch):
+    """check_many: one compile child for every request that recorded launches; a request whose launch code
+    fails keeps its own error and costs the others nothing; a failed child fails them all, as a RuntimeError."""
+    def launch(kernel, size):
+        return {"kernel": kernel, "name": kernel, "group": None, "args": [size], "kwargs": {}, "mode": "as on a GPU",
+                "constexprs": {"BLOCK": size}, "module": "m", "qualname": kernel}
+
+    def record(module, shapes, backward):
+        if backward:
+            raise RuntimeError("backward launch code broke")
+        return [launch("fwd", 64), launch("fwd", 16)]
+
+    children = []
+
+    def compile_in_child(root, jobs, target, *, timeout, cache_dir):
+        children.append([len(units) for units, _ in jobs])
+        return [[dict(u, ok=True, results=[{"ok": True}]) for u in units] for units, _ in jobs]
+
+    monkeypatch.setattr(aot, "record", record)
+    monkeypatch.setattr(aot, "compile_in_child", compile_in_child)
+    fwd, bwd, fwd2 = aot.check_many(None, REPO, [{"backward": False}, {"backward": True},
+                                                 {"backward": False, "per_kernel": 1}])
+    assert children == [[2, 1]]  # one child: the first request's two units, the third's one
+    assert fwd["ok"] and [u["candidates"] for u in fwd["units"]] == [1, 1] and "job" not in fwd
+    assert fwd2["ok"] and len(fwd2["units"]) == 1 and "job" not in fwd2
+    assert not bwd["ok"] and bwd["units"] == [] and "backward launch code broke" in bwd["error"]
+    assert fwd["seconds"] == bwd["seconds"] == fwd2["seconds"]  # the batch's time
+
+    def failing_child(root, jobs, target, *, timeout, cache_dir):
+        raise RuntimeError("compiling the kernels for a GPU took more than 1 s")
+
+    monkeypatch.setattr(aot, "compile_in_child", failing_child)
+    with pytest.raises(RuntimeError, match="took more than"):
+        aot.check_many(None, REPO, [{"backward": False}])
+    with pytest.raises(ValueError, match="max_compile"):  # a misspelt key is an error, not ignored
+        aot.check_many(None, REPO, [{"backward": False, "max_compile": 3}])

@@ -633,11 +633,19 @@ def check(module: Any, root: Path, *, target: str = "sm_90", backward: bool = Fa
     return check_many(module, root, [request], target=target, timeout=timeout, cache_dir=cache_dir)[0]
 
 
+REQUEST_KEYS = frozenset({"backward", "shapes", "per_kernel", "max_compiles"})
+
+
 def check_many(module: Any, root: Path, requests: list[dict], *, target: str = "sm_90", timeout: float = 300,
                cache_dir: str | None = None) -> list[dict]:
     """:func:`check` for each request (``backward``, ``shapes``, ``per_kernel``, ``max_compiles``), the
-    launches recorded here one request after another and every compile in one child process."""
+    launches recorded here one request after another and every compile in one child process, within
+    ``timeout`` for all of them. Each report's ``seconds`` is the time of the whole batch."""
     t0 = time.perf_counter()
+    for req in requests:
+        unknown = set(req) - REQUEST_KEYS
+        if unknown:
+            raise ValueError(f"unknown ahead-of-time request keys {sorted(unknown)}; known: {sorted(REQUEST_KEYS)}")
     tgt = resolve_target(target)
     reports: list[dict[str, Any]] = []
     jobs: list[tuple[list[dict], int | None]] = []
@@ -680,7 +688,8 @@ def run_checks(root: Path, requests: list[dict], *, target: str = "sm_90", timeo
                cache_dir: str | None = None) -> list[dict]:
     """:func:`check` for each request (keyword arguments, ``backward`` and ``module`` included) in one
     fresh ``python -I -m autograder.sandbox.aot`` process that imports the submission without TRITON_INTERPRET
-    (launch code then picks its GPU configurations); each compiles in a child of its own."""
+    (launch code then picks its GPU configurations); consecutive requests for one module compile in one
+    child (:func:`check_many`), each request with up to 300 s."""
     args = [str(root), "--target", target, "--json", "--request", json.dumps(requests)]
     lines = _run_child(args, "", timeout, _child_env(cache_dir), "the ahead-of-time check")
     return [json.loads(ln) for ln in lines[-len(requests):]]
@@ -757,7 +766,8 @@ def main(argv: list[str] | None = None) -> int:
                         "units": [], "ok": False, "error": f"importing your module failed: {type(e).__name__}: {e}"}
                        for r in group]
         else:
-            reports = check_many(module, root, group, target=a.target, cache_dir=os.environ.get("TRITON_CACHE_DIR"))
+            reports = check_many(module, root, group, target=a.target, timeout=300.0 * len(group),
+                                 cache_dir=os.environ.get("TRITON_CACHE_DIR"))
         for report in reports:
             print(json.dumps(report, default=str) if a.json else format_report(report), flush=True)
             ok = ok and report["ok"]

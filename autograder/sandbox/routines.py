@@ -78,9 +78,10 @@ class _AdamW:
 
 
 # Ops that only re-view memory that already exists (Triton's interpreter calls set_ on whole
-# storages): they create no new tensor, so they never count as the largest allocation.
-_VIEWS_OF_STORAGE = ("aten::set_", "aten::alias", "aten::as_strided", "aten::view", "aten::_unsafe_view",
-                     "aten::expand", "aten::t", "aten::transpose", "aten::permute", "aten::detach")
+# storages): they create no new tensor, so they never count as the largest allocation. Matched by
+# the op's whole name (its overload left out): "aten::t" is the transpose, not tanh, tril or triu.
+_VIEWS_OF_STORAGE = frozenset({"aten::set_", "aten::alias", "aten::as_strided", "aten::view", "aten::_unsafe_view",
+                               "aten::expand", "aten::t", "aten::transpose", "aten::permute", "aten::detach"})
 
 
 class _Audit:
@@ -97,7 +98,7 @@ class _Audit:
                 name = func.name()
                 audit.ops.add(name)
                 audit.calls += 1
-                if name.startswith(_VIEWS_OF_STORAGE):  # re-views of existing memory, not allocations
+                if name.split(".", 1)[0] in _VIEWS_OF_STORAGE:  # re-views of existing memory, not allocations
                     return out
                 for t in out if isinstance(out, (tuple, list)) else (out,):
                     if isinstance(t, torch.Tensor) and t.numel() > audit.max_numel:

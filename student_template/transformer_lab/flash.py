@@ -241,7 +241,8 @@ def _bwd_blocks(head_dim: int, dtype: torch.dtype) -> tuple[int, int, dict]:
     """(BLOCK_M, BLOCK_N, launch options) for the backward kernels."""
     if _interpreting():
         # The interpreter's cost is per program and per block step, in Python: large tiles take fewer
-        # steps (64 x 32 did the tests' backward shapes in half the CPU time of 32 x 32).
+        # steps (64 x 32 did the tests' backward shapes in half the CPU time of 32 x 32). BLOCK_M and
+        # BLOCK_N differ here: the backward kernels must not assume they are equal.
         return 64, 32, {}
     small = head_dim <= 64 and dtype in (torch.float16, torch.bfloat16)
     if small:
