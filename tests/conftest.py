@@ -83,13 +83,43 @@ def graded(batch_run):
     return results
 
 
+# Variants of flash_alt written at test time (a whole copy each would repeat its 290 lines), right under
+# Triton's interpreter but rejected by a GPU compile: name -> (why, [(text in flash_alt's flash.py, its
+# replacement)]).
+FLASH_VARIANTS = {
+    "flash_aot_dot8": ("8 keys per forward block: tl.dot needs every dimension >= 16",
+                       [("_FWD_BLOCK_K = 16\n", "_FWD_BLOCK_K = 8\n")]),
+    "flash_aot_smem": ("64 x 128 forward tiles in 4 pipeline stages: at head dim 128 the K and V buffers need "
+                       "more shared memory than an H100 block may use",
+                       [("_FWD_BLOCK_Q = 32\n_FWD_BLOCK_K = 16\n", "_FWD_BLOCK_Q = 64\n_FWD_BLOCK_K = 128\n"),
+                        ("            num_warps=_num_warps(D),\n        )\n    return o, stat",
+                         "            num_warps=_num_warps(D), num_stages=4,\n        )\n    return o, stat")]),
+}
+
+
+def flash_variant(name: str, dest: Path) -> Path:
+    """The submission root of the FLASH_VARIANTS fixture ``name``, written under ``dest``."""
+    why, edits = FLASH_VARIANTS[name]
+    root = dest / name
+    if not root.exists():
+        shutil.copytree(SUBMISSIONS / "flash_alt", root, ignore=shutil.ignore_patterns("__pycache__"))
+        path = root / "transformer_lab" / "flash.py"
+        source = path.read_text()
+        for old, new in edits:
+            assert source.count(old) == 1, f"{name}: {old!r} is not once in flash_alt's flash.py"
+            source = source.replace(old, new)
+        path.write_text(f"# Test fixture {name}: flash_alt with {why}.\n" + source)
+    return root
+
+
 @pytest.fixture(scope="session")
 def flash_graded(cfg, tmp_path_factory):
-    """The Triton fixtures (flash_*), graded on the flash parts only (the interpreter is slow)."""
+    """The Triton fixtures (flash_* and FLASH_VARIANTS), graded on the flash parts only (the interpreter is slow)."""
     from autograder.commands.batch import grade_export
 
-    roots = {p.name: p for p in sorted(SUBMISSIONS.iterdir()) if p.is_dir() and p.name.startswith("flash_")}
     work = tmp_path_factory.mktemp("flash")
+    roots = {p.name: p for p in sorted(SUBMISSIONS.iterdir()) if p.is_dir() and p.name.startswith("flash_")}
+    roots |= {name: flash_variant(name, work / "variants") for name in FLASH_VARIANTS}
     results = grade_export(cfg, make_export(work, roots), work / "out", workers=2,
                            parts=["flash", "flash_backward"])
     return {name: results[f"submission_{name}"] for name in roots}

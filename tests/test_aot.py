@@ -151,13 +151,15 @@ def test_pruning_drops_what_does_not_fit():
     assert set(flash.fwd_configs_that_fit(128, 2, aot.TARGETS["sm_80"].max_shared)) == set(flash.FWD_CONFIGS)
 
 
-def test_kernels_a_gpu_rejects_are_named():
+def test_kernels_a_gpu_rejects_are_named(tmp_path):
     """The grader's check (few compiles) on fixtures that the interpreter runs correctly."""
-    dot8 = aot.run_check(SUBMISSIONS / "flash_aot_dot8", target="sm_90", timeout=300, cache_dir=CACHE)
+    from conftest import flash_variant
+
+    dot8 = aot.run_check(flash_variant("flash_aot_dot8", tmp_path), target="sm_90", timeout=300, cache_dir=CACHE)
     assert not dot8["ok"]
     text = aot.format_report(dot8)
     assert "DOES NOT COMPILE" in text and "K >= 16" in text and "BLOCK_K=8" in text, text
-    smem = aot.run_check(SUBMISSIONS / "flash_aot_smem", target="sm_90", timeout=300, cache_dir=CACHE)
+    smem = aot.run_check(flash_variant("flash_aot_smem", tmp_path), target="sm_90", timeout=300, cache_dir=CACHE)
     assert not smem["ok"]
     assert "shared memory" in aot.format_report(smem) and "232448" in aot.format_report(smem)
     alt = aot.run_check(SUBMISSIONS / "flash_alt", target="sm_90", timeout=300, cache_dir=CACHE)
